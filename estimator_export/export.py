@@ -40,7 +40,7 @@ from estimator_export import receivers as receivers_lib
 from estimator_export import validate as validate_lib
 from estimator_export import warmup as warmup_lib
 from estimator_export.errors import (CheckpointNotFoundError, ExportDirError, ExportError,
-                                     SignatureError, VersionExistsError)
+                                     SignatureError, VersionExistsError, did_you_mean)
 from estimator_export.predictor import Predictor
 
 logger = logging.getLogger('estimator_export')
@@ -68,6 +68,9 @@ class ExportOptions:
     warmup: write tf_serving_warmup_requests from the samples.
     warmup_records_per_signature: requests per signature in the warmup file.
     model_name: model_spec.name in warmup requests.
+    signature_aliases: alias -> existing signature name; each alias is a
+      copy of its target under a shorter name (e.g. {'text': 'text:predict'}),
+      validated on the target's samples and checked to give its outputs.
   """
   version: Union[int, str] = 'step'
   on_collision: str = 'error'
@@ -81,6 +84,7 @@ class ExportOptions:
   warmup: bool = True
   warmup_records_per_signature: int = 1
   model_name: str = 'default'
+  signature_aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     if not (isinstance(self.version, int) and self.version >= 0) and self.version not in (
@@ -163,12 +167,15 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
                                            assets_extra=dict(assets_extra or {}) or None,
                                            checkpoint_path=ckpt)
     written = written.decode() if isinstance(written, bytes) else written
-    sig_defs, removed = _settle_signatures(written, serving_input_receiver_fn)
+    aliases = dict(options.signature_aliases)
+    sig_defs, removed = _settle_signatures(written, serving_input_receiver_fn, aliases)
     signatures = {name: sig_defs[name].method_name for name in sorted(sig_defs)}
     logger.info('export: signatures %s', ', '.join(signatures))
     spec = serving_input_receiver_fn.feature_spec
     kinds = validate_lib.kinds_of(serving_input_receiver_fn)
-    feeds = validate_lib.sample_feeds(sig_defs, spec, samples, kinds)
+    feeds = validate_lib.sample_feeds(
+        {n: s for n, s in sig_defs.items() if n not in aliases}, spec, samples, kinds)
+    feeds.update({alias: feeds[target] for alias, target in aliases.items()})
     logs = _warmup_logs(sig_defs, feeds, options) if options.warmup else []
     if logs:
       warmup_lib.write_warmup_requests(written, logs)
@@ -177,6 +184,8 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
       logger.info('export: validating %d signature(s)', len(signatures))
       with Predictor.from_saved_model(written) as predictor:
         outputs = validate_lib.run_signatures(predictor, feeds)
+        for alias, target in aliases.items():
+          validate_lib.check_same_outputs(outputs.pop(alias), outputs[target], alias, target)
         validate_lib.check_consistency(outputs, options.rtol, options.atol, kinds)
         if samples is not None and options.parity:
           compared = validate_lib.check_parity(estimator, ckpt, spec, samples, outputs,
@@ -339,8 +348,9 @@ def _serve_meta_graph(proto):
                        fix='for TPUEstimator pass export_to_tpu=False')
 
 
-def _settle_signatures(export_dir: str, receiver_fn: receivers_lib.ServingReceiverFn):
-  """Checks the exported signatures against the plan; removes misfed ones."""
+def _settle_signatures(export_dir: str, receiver_fn: receivers_lib.ServingReceiverFn,
+                       aliases: Optional[Mapping[str, str]] = None):
+  """Checks the exported signatures against the plan; removes misfed ones; adds aliases."""
   proto = read_saved_model(export_dir)
   mg = _serve_meta_graph(proto)
   receivers = receiver_fn.parts()
@@ -369,6 +379,15 @@ def _settle_signatures(export_dir: str, receiver_fn: receivers_lib.ServingReceiv
                          value=sorted(mg.signature_def),
                          fix='make the default export output a predict output, or use an '
                          'example receiver as the primary receiver')
+  for alias, target in sorted((aliases or {}).items()):
+    if alias in mg.signature_def:
+      raise SignatureError('signature alias names an existing signature', value=alias,
+                           fix=f'choose a name other than {sorted(mg.signature_def)}')
+    if target not in mg.signature_def:
+      raise SignatureError(f'signature alias {alias!r} targets no signature', value=target,
+                           fix=f'the export has {sorted(mg.signature_def)}' +
+                           did_you_mean(target, mg.signature_def))
+    mg.signature_def[alias].CopyFrom(mg.signature_def[target])
   with open(os.path.join(export_dir, 'saved_model.pb'), 'wb') as f:
     f.write(proto.SerializeToString())
   return dict(mg.signature_def), removed

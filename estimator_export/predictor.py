@@ -36,6 +36,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 import tensorflow as tf
 
+from estimator_export._op_libraries import register_serving_op_libraries
 from estimator_export.errors import ContractError, ExportError, SignatureError, did_you_mean
 
 __all__ = ['DEFAULT_SIGNATURE', 'InputSpec', 'Predictor', 'check_input_keys',
@@ -493,6 +494,7 @@ def _static_spec(tensor: tf.Tensor) -> InputSpec:
 
 def _load(session: tf.compat.v1.Session, tags: List[str], export_dir: str) -> Any:
   """tf.compat.v1 loader: restores variables and runs the main_op / init op."""
+  register_serving_op_libraries()
   try:
     return tf.compat.v1.saved_model.loader.load(session, tags, export_dir)
   except RuntimeError as e:  # The loader's "MetaGraphDef associated with tags ...".

@@ -124,6 +124,20 @@ def run_signatures(predictor: Predictor, feeds: Mapping[str, Mapping[str, Any]]
   return results
 
 
+def check_same_outputs(got: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray],
+                       name: str, target: str):
+  """A signature alias must give exactly what its target gives on the same inputs."""
+  if sorted(got) != sorted(expected):
+    raise ValidationError(f'signature alias {name!r} outputs differ from {target!r}',
+                          value=sorted(got), fix=f'expected {sorted(expected)}')
+  for key, value in got.items():
+    if is_numeric(value):
+      assert_close(expected[key], value, f'{name!r} output {key!r}', repr(target), 0., 0.)
+    elif not np.array_equal(np.asarray(expected[key]), np.asarray(value)):
+      raise ValidationError(f'signature alias {name!r} output {key!r} differs from {target!r}',
+                            value=np.asarray(value).tolist()[:3], fix='report this as a bug')
+
+
 def check_consistency(results: Mapping[str, Mapping[str, np.ndarray]], rtol: float,
                       atol: float, kinds: Optional[Mapping[str, str]] = None):
   """Default signatures fed the same samples (raw, tf.Example) must agree.

@@ -231,6 +231,31 @@ class TestSignatureChecks:
     assert out['probabilities'].argmax(axis=1).tolist() == [0, 1]
 
 
+class TestSignatureAliases:
+
+  def test_alias_is_a_validated_copy(self, trained_toy, tmp_path):
+    result = _export(trained_toy, tmp_path, signature_aliases={'ex': 'examples:predict'})
+    assert result.signatures['ex'] == 'tensorflow/serving/predict'
+    examples = toy.ToyClassifier.feature_spec.to_examples(toy.SAMPLES)
+    with ee.Predictor.from_saved_model(result.path) as predictor:
+      alias = predictor.for_signature('ex')({'examples': examples})
+      target = predictor.for_signature('examples:predict')({'examples': examples})
+      assert predictor.signatures['ex'] == predictor.signatures['examples:predict']
+    np.testing.assert_array_equal(alias['logits'], target['logits'])
+    logs = warmup.read_warmup_requests(result.path)
+    assert 'ex' in {log.predict_log.request.model_spec.signature_name for log in logs}
+
+  @pytest.mark.parametrize('aliases, pattern', [
+      ({'ex': 'examples:predikt'}, r"alias 'ex' targets no signature.*Did you mean "
+                                   r"'examples:predict'"),
+      ({'predict': 'examples:predict'}, 'alias names an existing signature'),
+  ])
+  def test_bad_alias_publishes_nothing(self, trained_toy, tmp_path, aliases, pattern):
+    with pytest.raises(ee.SignatureError, match=pattern):
+      _export(trained_toy, tmp_path, signature_aliases=aliases)
+    assert _listing(tmp_path) == []
+
+
 class TestOtherEstimators:
 
   def test_tpu_estimator_on_cpu(self, tmp_path):

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 
+from estimator_export._op_libraries import register_serving_op_libraries
 from estimator_export.serving.status import Code, ServingError, from_tf_error, tf_type_name
 
 SERVE_TAG = 'serve'
@@ -51,6 +52,7 @@ class Servable:
       raise ServingError(Code.NOT_FOUND,
                          f'Could not find SavedModel .pb or .pbtxt at supplied export '
                          f'directory path: {path}')
+    register_serving_op_libraries()  # TF Text ops, as tensorflow_model_server links them.
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=session_config)
     try:
