@@ -199,7 +199,8 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
   finally:
     shutil.rmtree(staging, ignore_errors=True)
   version = int(os.path.basename(final))
-  deleted = apply_retention(base, options.keep, options.keep_best_by, options.higher_is_better)
+  deleted = apply_retention(base, options.keep, options.keep_best_by, options.higher_is_better,
+                            protect=version)
   logger.info('export: version %d ready at %s (%.1fs)', version, final, time.time() - started)
   return ExportResult(path=final, version=version, signatures=signatures,
                       checkpoint_path=ckpt, global_step=step,
@@ -301,8 +302,12 @@ def _publish(written: str, base: str, version: int, on_collision: str) -> str:
 
 
 def apply_retention(base: str, keep: Optional[int], keep_best_by: Optional[str] = None,
-                    higher_is_better: bool = True) -> List[int]:
-  """Deletes versions beyond the newest (or best) `keep`; returns those deleted."""
+                    higher_is_better: bool = True, protect: Optional[int] = None) -> List[int]:
+  """Deletes versions beyond the newest (or best) `keep`; returns those deleted.
+
+  `protect` (the version just published) is always kept and counts as one of
+  the `keep`, even when it is older or worse than the others.
+  """
   versions = numeric_versions(base)
   if keep is None or len(versions) <= keep:
     return []
@@ -315,6 +320,9 @@ def apply_retention(base: str, keep: Optional[int], keep_best_by: Optional[str] 
     ranked = sorted(versions, key=lambda v: (score(v), v), reverse=True)
   else:
     ranked = sorted(versions, reverse=True)
+  if protect in ranked:
+    ranked.remove(protect)
+    ranked.insert(0, protect)
   doomed = sorted(ranked[keep:])
   for v in doomed:
     path = os.path.join(base, str(v))

@@ -150,6 +150,13 @@ class TestExportForServing:
     assert _listing(tmp_path) == ['2', '3']
     assert result.deleted_versions == (1,)
 
+  def test_retention_never_deletes_the_new_version(self, trained_toy, tmp_path):
+    for version in (10, 11, 12):
+      _export(trained_toy, tmp_path, version=version, validate=False, warmup=False)
+    result = _export(trained_toy, tmp_path, version=5, keep=2, validate=False, warmup=False)
+    assert os.path.isdir(result.path)
+    assert _listing(tmp_path) == ['12', '5'] and result.deleted_versions == (10, 11)
+
   def test_retention_keeps_best(self, trained_toy, tmp_path):
     for v, acc in ((1, 0.9), (2, 0.5), (3, 0.7)):
       _export(trained_toy, tmp_path, version=v, keep=2, keep_best_by='accuracy',
