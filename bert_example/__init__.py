@@ -1,10 +1,22 @@
-"""BERT example for estimator_export: a BERT encoder as a TF Estimator.
+"""BERT example for estimator_export: fine-tune, export, serve and query BERT.
 
 Modules:
   modeling: `BertConfig` and a tf.compat.v1 graph-mode `BertModel` whose
     variables carry the original Google BERT checkpoint names.
   tokenization: a pure-Python BERT WordPiece tokenizer (no downloads).
+  text_ops: the same tokenization as TensorFlow ops, for the `text` signature.
+  servability: checks an export's ops against TF 2.15 + TF Text 2.12.1 (what
+    tensorflow_model_server 2.15.1 has).
   checkpoint: Hugging Face safetensors -> Google-name TF checkpoint conversion
     and `init_from_checkpoint` for use inside an Estimator model_fn.
   convert_checkpoint: command-line wrapper around `checkpoint`.
+  data: GLUE-format processors, the generated demo dataset, TFRecords.
+  optimization: Adam with decoupled weight decay and linear warmup/decay.
+  model: `BertClassifier`, the library's mixin subclass with three kinds of
+    serving signature (token ids, tf.Examples, raw text).
+  pipeline: train / evaluate / predict / export from plain settings.
+  run_classifier: the absl command line (google-research/bert's flag names).
+  client: query a served model with raw text or token ids (gRPC or REST).
+  pretrained: the demo's starting point (pretrained MiniLM, or a small BERT).
+  demo: the flagship demo `make demo` runs.
 """
