@@ -5,6 +5,7 @@
     estimator-export validate --dir DIR          # run every signature on sample inputs
     estimator-export serve --model_name=m --model_base_path=/models/m --rest_api_port=8501
     estimator-export query --model m --inputs '{"x": [[1.0, 2.0, 3.0]]}'
+    estimator-export freeze --input_saved_model_dir=DIR --output_graph=frozen.pb  # freeze_graph flags
 
 `show` prints what `saved_model_cli show` prints; `--json` prints the
 machine-readable contract instead.
@@ -53,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
   from estimator_export.serving import client as serving_client  # pylint: disable=g-import-not-at-top
   query = sub.add_parser('query', help='query a model server (gRPC or REST)')
   serving_client.add_query_arguments(query)
+
+  from estimator_export import _freeze_cli  # pylint: disable=g-import-not-at-top
+  freeze = sub.add_parser('freeze', allow_abbrev=False,
+                          help="freeze a checkpoint or SavedModel into one .pb "
+                          "(freeze_graph's flags), optimise, compress, check")
+  _freeze_cli.add_freeze_arguments(freeze)
   return parser
 
 
@@ -132,8 +139,13 @@ def _query(args) -> int:
   return serving_client.run_query(args)
 
 
+def _freeze(args) -> int:
+  from estimator_export import _freeze_cli  # pylint: disable=g-import-not-at-top
+  return _freeze_cli.run_freeze(args)
+
+
 _COMMANDS = {'show': _show, 'diff': _diff, 'validate': _validate, 'serve': _serve,
-             'query': _query}
+             'query': _query, 'freeze': _freeze}
 
 if __name__ == '__main__':
   sys.exit(main())

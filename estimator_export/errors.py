@@ -60,6 +60,10 @@ class ContractError(ExportError):
   """A SavedModel cannot be read as a serving contract."""
 
 
+class FreezeError(ExportError):
+  """A graph cannot be frozen, optimised or compressed, or the result differs from the model."""
+
+
 class ConfigError(ExportError, ValueError):
   """A server configuration file, flag or value is invalid.
 

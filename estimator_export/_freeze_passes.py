@@ -1,0 +1,377 @@
+"""Optimisation passes on frozen GraphDefs and the check that they change nothing.
+
+Private to estimator_export.freeze. Every pass takes a frozen GraphDef and the
+names of the nodes it must keep (inputs, outputs, the table init op) and returns
+a new GraphDef; the input proto is never modified.
+
+  strip_unused           keep only what the protected nodes depend on
+  remove_training_nodes  drop Identity/CheckNumerics (tf.compat.v1.graph_util)
+  fold_constants         evaluate every subgraph that depends only on constants
+  fold_batch_norms       fold BatchNorm (fused, or Mul+Add after folding) and
+                         BiasAdd into the weights of the Conv2D/MatMul before it
+"""
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from estimator_export import _freeze_graph as graph_lib
+from estimator_export.errors import FreezeError
+
+PASSES = ('strip_unused', 'remove_training_nodes', 'fold_constants', 'fold_batch_norms')
+
+_CONTROL_FLOW_OPS = frozenset({'Enter', 'Exit', 'Merge', 'Switch', 'NextIteration', 'LoopCond',
+                               'RefEnter', 'RefExit', 'RefMerge', 'RefSwitch'})
+_NEVER_FOLD_OPS = frozenset({'Placeholder', 'PlaceholderWithDefault', 'PlaceholderV2'})
+# Ops whose folded result can be much larger than their inputs.
+_EXPANDING_OPS = frozenset({'Fill', 'Tile', 'BroadcastTo', 'Pad', 'PadV2', 'MirrorPad',
+                            'OneHot', 'Range', 'ZerosLike', 'OnesLike'})
+_EXPANDED_LIMIT_BYTES = 1 << 20
+_FUSED_BATCH_NORMS = frozenset({'FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3'})
+
+
+def import_graph_def(graph_def) -> tf.Graph:
+  """A new tf.Graph holding graph_def, imported without a name prefix."""
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.compat.v1.import_graph_def(graph_def, name='')
+  return graph
+
+
+def run_graph_def(graph_def, fetches: Sequence[str], feeds: Mapping[str, np.ndarray],
+                  init_op: Optional[str] = None,
+                  asset_feeds: Optional[Mapping[str, str]] = None) -> List[np.ndarray]:
+  """Imports graph_def into a fresh graph, runs init_op, then fetches tensors by name.
+
+  Args:
+    graph_def: a frozen GraphDef.
+    fetches: tensor names ('op:0').
+    feeds: tensor name -> numpy array.
+    init_op: a node to run first (table initializers), or None.
+    asset_feeds: tensor name -> file path, fed while running init_op.
+  """
+  graph = import_graph_def(graph_def)
+  with tf.compat.v1.Session(graph=graph) as session:
+    if init_op:
+      session.run(init_op, feed_dict=dict(asset_feeds or {}) or None)
+    return session.run(list(fetches), feed_dict=dict(feeds))
+
+
+def compare_outputs(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray],
+                    rtol: float, atol: float, stage: str) -> Dict[str, float]:
+  """Max absolute difference per output; FreezeError naming the first that differs.
+
+  Float outputs must satisfy |got - expected| <= atol + rtol * |expected|;
+  others (ints, strings, bools) must be equal.
+  """
+  diffs = {}
+  for key in sorted(expected):
+    want, have = np.asarray(expected[key]), np.asarray(got[key])
+    if want.shape != have.shape:
+      raise FreezeError(f'output {key!r} changed shape {stage}', value=have.shape,
+                        fix=f'the model gives shape {want.shape}; run without this step '
+                        'and report the graph')
+    if want.dtype.kind in 'fc':
+      diff = float(np.max(np.abs(have.astype(np.float64) - want))) if want.size else 0.0
+      ok = np.allclose(have, want, rtol=rtol, atol=atol, equal_nan=True)
+    else:
+      diff = float(np.sum(want != have)) if want.size else 0.0
+      ok = np.array_equal(want, have)
+    diffs[key] = diff
+    if not ok:
+      raise FreezeError(
+          f'output {key!r} differs from the unfrozen model {stage} by up to {diff:.3g} '
+          f'(rtol={rtol}, atol={atol})', value=key,
+          fix='leave that step out (optimizations=...), or loosen rtol/atol if the '
+          'difference is acceptable')
+  return diffs
+
+
+def strip_unused(graph_def, keep: Sequence[str]):
+  """Only the nodes `keep` depends on (tf.compat.v1.graph_util.extract_sub_graph)."""
+  return tf.compat.v1.graph_util.extract_sub_graph(graph_def, sorted(set(keep)))
+
+
+_GRADIENT_ONLY_OPS = frozenset({'StopGradient', 'PreventGradient'})
+
+
+def remove_training_nodes(graph_def, keep: Sequence[str]):
+  """Identity, CheckNumerics (tf.compat.v1.graph_util) and StopGradient nodes removed.
+
+  StopGradient/PreventGradient only matter to gradients; their consumers read
+  their input instead. Protected nodes stay.
+  """
+  result = tf.compat.v1.graph_util.remove_training_nodes(graph_def, protected_nodes=list(keep))
+  protected = {graph_lib.node_name(k) for k in keep}
+  bypass = {n.name: n.input[0] for n in result.node
+            if n.op in _GRADIENT_ONLY_OPS and n.name not in protected and n.input}
+  if not bypass:
+    return result
+
+  def source(name: str) -> str:
+    control = name.startswith('^')
+    node = graph_lib.node_name(name)
+    if node not in bypass or (':' in name and not name.endswith(':0')):
+      return name
+    target = source(bypass[node])
+    return '^' + graph_lib.node_name(target) if control else target
+
+  pruned = tf.compat.v1.GraphDef()
+  pruned.versions.CopyFrom(result.versions)
+  pruned.library.CopyFrom(result.library)
+  for node in result.node:
+    if node.name in bypass:
+      continue
+    copy = pruned.node.add()
+    copy.CopyFrom(node)
+    del copy.input[:]
+    copy.input.extend(source(i) for i in node.input)
+  return pruned
+
+
+# ----- constant folding -----
+
+def _foldable_ops(graph: tf.Graph) -> Set[str]:
+  """Names of ops whose value depends only on constants (no feeds, no state)."""
+  foldable = set()
+  for op in graph.get_operations():  # Imported graphs list ops in topological order.
+    if op.type == 'Const':
+      foldable.add(op.name)
+      continue
+    if (op.type in _NEVER_FOLD_OPS or op.type in _CONTROL_FLOW_OPS or not op.inputs
+        or op.op_def.is_stateful):
+      continue
+    if any(t.dtype in (tf.resource, tf.variant) for t in list(op.inputs) + list(op.outputs)):
+      continue
+    if all(t.op.name in foldable for t in op.inputs) and all(
+        c.name in foldable for c in op.control_inputs):
+      foldable.add(op.name)
+  return foldable
+
+
+def fold_constants(graph_def, keep: Sequence[str]):
+  """Replaces each maximal constant-only subgraph by the Const of its value.
+
+  Returns:
+    (new GraphDef, number of nodes replaced by constants).
+  """
+  graph = import_graph_def(graph_def)
+  foldable = _foldable_ops(graph)
+  protected = {graph_lib.node_name(k) for k in keep}
+  users_of = graph_lib.consumers(graph_def)
+  frontier = []
+  for op in graph.get_operations():
+    if op.name not in foldable or op.type == 'Const' or len(op.outputs) != 1:
+      continue
+    if op.name in protected or any(u not in foldable for u in users_of.get(op.name, [])):
+      frontier.append(op)
+  if not frontier:
+    return graph_def, 0
+  with tf.compat.v1.Session(graph=graph) as session:
+    values = session.run([op.outputs[0] for op in frontier])
+  replacements = {}
+  for op, value in zip(frontier, values):
+    value = np.asarray(value)
+    if op.type in _EXPANDING_OPS and value.nbytes > _EXPANDED_LIMIT_BYTES:
+      continue
+    node = tf.compat.v1.NodeDef(name=op.name, op='Const')
+    node.attr['dtype'].type = op.outputs[0].dtype.as_datatype_enum
+    node.attr['value'].tensor.CopyFrom(
+        tf.make_tensor_proto(value, dtype=op.outputs[0].dtype, shape=value.shape))
+    replacements[op.name] = node
+  folded = tf.compat.v1.GraphDef()
+  folded.versions.CopyFrom(graph_def.versions)
+  folded.library.CopyFrom(graph_def.library)
+  for node in graph_def.node:
+    folded.node.append(replacements.get(node.name, node))
+  return strip_unused(folded, keep), len(replacements)
+
+
+# ----- batch norm folding -----
+
+class _Graph:
+  """Name lookups over a GraphDef being rewritten in place."""
+
+  def __init__(self, graph_def):
+    self.graph_def = graph_def
+    self.refresh()
+
+  def refresh(self):
+    self.by_name = {n.name: n for n in self.graph_def.node}
+    self.users = graph_lib.consumers(self.graph_def)
+
+  def const(self, name: str) -> Optional[np.ndarray]:
+    """The value of a Const reached through Identity nodes, or None."""
+    if ':' in name and not name.endswith(':0'):
+      return None
+    node = self.by_name.get(graph_lib.node_name(name))
+    while node is not None and node.op == 'Identity':
+      node = self.by_name.get(graph_lib.node_name(node.input[0]))
+    if node is None or node.op != 'Const':
+      return None
+    return tf.make_ndarray(node.attr['value'].tensor)
+
+  def only_user(self, name: str, protected: Set[str]):
+    """The single node consuming `name` (output 0 only), or None."""
+    users = self.users.get(name, [])
+    if len(users) != 1 or name in protected:
+      return None
+    user = self.by_name[users[0]]
+    uses = [i for i in user.input if graph_lib.node_name(i) == name]
+    if any(u.startswith('^') or (':' in u and not u.endswith(':0')) for u in uses):
+      return None
+    return user
+
+  def add_const(self, name: str, value: np.ndarray) -> str:
+    while name in self.by_name:
+      name += '_'
+    node = self.graph_def.node.add()
+    node.name = name
+    node.op = 'Const'
+    node.attr['dtype'].type = tf.float32.as_datatype_enum
+    node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(value.astype(np.float32)))
+    self.by_name[name] = node
+    return name
+
+
+def _other_input(node, name: str) -> Optional[str]:
+  data = [i for i in node.input if not i.startswith('^')]
+  if len(data) != 2:
+    return None
+  names = [graph_lib.node_name(i) for i in data]
+  if names[0] == name:
+    return data[1]
+  if names[1] == name:
+    return data[0]
+  return None
+
+
+def _per_channel(value: Optional[np.ndarray], channels: int) -> Optional[np.ndarray]:
+  """value as a [channels] vector if it is a scalar or a [channels] vector, else None."""
+  if value is None or value.dtype != np.float32:
+    return None
+  if value.size == 1 and value.ndim <= 1:
+    return np.full([channels], value.reshape(-1)[0], np.float32)
+  if value.shape == (channels,):
+    return value
+  return None
+
+
+def _fold_one(g: _Graph, base, protected: Set[str]) -> bool:
+  """Folds the affine ops after one Conv2D/MatMul into its weights; True if it did."""
+  if base.op == 'Conv2D':
+    if base.attr['data_format'].s not in (b'', b'NHWC'):
+      return False
+    axis = 3
+  elif base.op == 'MatMul':
+    if base.attr['transpose_a'].b:
+      return False
+    axis = 0 if base.attr['transpose_b'].b else 1
+  else:
+    return False
+  weights = g.const(base.input[1])
+  if weights is None or weights.dtype != np.float32:
+    return False
+  channels = weights.shape[axis]
+  bias = np.zeros([channels], np.float32)
+  cur, nxt = base, g.only_user(base.name, protected)
+  if nxt is not None and nxt.op in ('BiasAdd', 'Add', 'AddV2'):
+    if nxt.op == 'BiasAdd' and nxt.attr['data_format'].s not in (b'', b'NHWC'):
+      return False
+    other = _other_input(nxt, cur.name)
+    value = _per_channel(g.const(other), channels) if other else None
+    if value is not None and (nxt.op == 'BiasAdd' or value.shape == g.const(other).shape):
+      bias = value
+      cur, nxt = nxt, g.only_user(nxt.name, protected)
+  if nxt is None:
+    return False
+  if nxt.op in _FUSED_BATCH_NORMS:
+    params = [g.const(i) for i in nxt.input[1:5]]
+    if (nxt.attr['is_training'].b or any(p is None for p in params)
+        or nxt.attr['data_format'].s not in (b'', b'NHWC') or base.op != 'Conv2D'
+        or _uses_beyond_first(g, nxt.name)):
+      return False
+    gamma, beta, mean, variance = (p.astype(np.float32) for p in params)
+    scale = gamma / np.sqrt(variance + nxt.attr['epsilon'].f)
+    shift, end = beta - mean * scale, nxt
+  elif nxt.op == 'Mul':
+    other = _other_input(nxt, cur.name)
+    scale = _per_channel(g.const(other), channels) if other else None
+    if scale is None or g.const(other).ndim > 1:
+      return False
+    shift, end = np.zeros([channels], np.float32), nxt
+    after = g.only_user(nxt.name, protected)
+    if after is not None and after.op in ('Add', 'AddV2'):
+      other = _other_input(after, nxt.name)
+      value = _per_channel(g.const(other), channels) if other else None
+      if value is not None and g.const(other).ndim <= 1:
+        shift, end = value, after
+  else:
+    return False
+  shape = [1] * weights.ndim
+  shape[axis] = channels
+  base.input[1] = g.add_const(base.name + '/folded_weights',
+                              weights * scale.reshape(shape))
+  bias_name = g.add_const(end.name + '/folded_bias', bias * scale + shift)
+  name = end.name
+  end.Clear()
+  end.name = name
+  end.op = 'BiasAdd'
+  end.input.extend([base.name, bias_name])
+  end.attr['T'].type = tf.float32.as_datatype_enum
+  g.refresh()
+  return True
+
+
+def _uses_beyond_first(g: _Graph, name: str) -> List[str]:
+  """Inputs of other nodes that read outputs 1.. of node `name`."""
+  found = []
+  for user in g.users.get(name, []):
+    for inp in g.by_name[user].input:
+      if graph_lib.node_name(inp) == name and ':' in inp and not inp.endswith(':0'):
+        found.append(user)
+  return found
+
+
+def fold_batch_norms(graph_def, keep: Sequence[str]):
+  """Folds inference BatchNorm and bias/scale chains into Conv2D/MatMul weights.
+
+  Patterns (all float32, constants reached through Identity nodes):
+    Conv2D(x, W) [+ BiasAdd(b)] -> FusedBatchNorm*(is_training=False)
+    Conv2D|MatMul(x, W) [+ BiasAdd|Add(b)] -> Mul(s) [-> Add(t)]   (unfused BN
+      after fold_constants: s = gamma * rsqrt(var + eps), t = beta - mean * s)
+  become Conv2D|MatMul(x, W * s) -> BiasAdd(b * s + t), under the last node's name.
+
+  Returns:
+    (new GraphDef, number of folds).
+  """
+  folded = tf.compat.v1.GraphDef()
+  folded.CopyFrom(graph_def)
+  g = _Graph(folded)
+  protected = {graph_lib.node_name(k) for k in keep}
+  count = 0
+  for name in [n.name for n in folded.node if n.op in ('Conv2D', 'MatMul')]:
+    if _fold_one(g, g.by_name[name], protected):
+      count += 1
+  return (strip_unused(folded, keep) if count else folded), count
+
+
+def apply_pass(name: str, graph_def, keep: Sequence[str]) -> Tuple[object, str]:
+  """Runs one pass by name; returns (new GraphDef, a short note on what it did)."""
+  before = len(graph_def.node)
+  if name == 'strip_unused':
+    result = strip_unused(graph_def, keep)
+    note = f'{before - len(result.node)} nodes removed'
+  elif name == 'remove_training_nodes':
+    result = remove_training_nodes(graph_def, keep)
+    note = f'{before - len(result.node)} nodes removed'
+  elif name == 'fold_constants':
+    result, count = fold_constants(graph_def, keep)
+    note = f'{count} subgraphs folded, {before - len(result.node)} nodes fewer'
+  elif name == 'fold_batch_norms':
+    result, count = fold_batch_norms(graph_def, keep)
+    note = f'{count} folded into weights'
+  else:
+    raise FreezeError('unknown optimization', value=name,
+                      fix=f'use some of {list(PASSES)}')
+  return result, note

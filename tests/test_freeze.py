@@ -1,0 +1,458 @@
+"""estimator_export.freeze: every source, pass, compression, table mode and error, for real."""
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import estimator_export as ee
+from estimator_export import _freeze_graph
+from estimator_export import _freeze_passes
+from estimator_export import cli
+from tests import toy
+
+RNG = np.random.RandomState(0)
+X = RNG.randn(5, 6).astype(np.float32)
+
+
+def _build_mlp(is_training=False, fused=None, width=16, vocab=None):
+  """x float32 [batch, 6] -> dense -> BatchNorm -> relu -> dense -> softmax 'probs'."""
+  x = tf.compat.v1.placeholder(tf.float32, [None, 6], name='x')
+  h = tf.compat.v1.layers.dense(x, width, name='hidden')
+  h = tf.compat.v1.layers.batch_normalization(
+      h, training=is_training, fused=fused, name='bn',
+      moving_mean_initializer=tf.compat.v1.random_normal_initializer(seed=1),
+      moving_variance_initializer=tf.compat.v1.random_uniform_initializer(0.5, 2.0, seed=2),
+      gamma_initializer=tf.compat.v1.random_uniform_initializer(0.5, 1.5, seed=3))
+  h = tf.compat.v1.layers.dropout(tf.nn.relu(h), 0.5, training=is_training)
+  logits = tf.compat.v1.layers.dense(h, 3, name='logits')
+  inputs, outputs = {'x': x}, {'probs': tf.nn.softmax(logits, name='probs')}
+  if vocab is not None:
+    words = tf.compat.v1.placeholder(tf.string, [None], name='words')
+    table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+        vocab, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
+        tf.lookup.TextFileIndex.LINE_NUMBER), -1)
+    inputs['words'] = words
+    outputs['ids'] = tf.identity(table.lookup(words), name='ids')
+  return inputs, outputs
+
+
+def _save_session_model(directory, **kwargs):
+  """Builds the MLP in a session, saves model.ckpt(.meta); returns (prefix, outputs on X)."""
+  os.makedirs(directory, exist_ok=True)
+  graph = tf.Graph()
+  with graph.as_default(), tf.compat.v1.Session() as session:
+    inputs, outputs = _build_mlp(**kwargs)
+    session.run([tf.compat.v1.global_variables_initializer(),
+                 tf.compat.v1.tables_initializer()])
+    tf.io.write_graph(graph.as_graph_def(), directory, 'graph.pbtxt', as_text=True)
+    tf.io.write_graph(graph.as_graph_def(), directory, 'graph.pb', as_text=False)
+    prefix = tf.compat.v1.train.Saver().save(session, os.path.join(directory, 'model.ckpt'))
+    reference = session.run(outputs['probs'], {inputs['x']: X})
+  return prefix, reference
+
+
+@pytest.fixture(scope='module')
+def session_model(tmp_path_factory):
+  return _save_session_model(str(tmp_path_factory.mktemp('session')))
+
+
+@pytest.fixture(scope='module')
+def vocab_model(tmp_path_factory):
+  directory = str(tmp_path_factory.mktemp('vocab'))
+  vocab = os.path.join(directory, 'vocab.txt')
+  with open(vocab, 'w') as f:
+    f.write('the\ncat\nsat\n')
+  prefix, _ = _save_session_model(os.path.join(directory, 'model'), vocab=vocab)
+  return prefix, vocab
+
+
+def _op_counts(graph_def):
+  counts = {}
+  for node in graph_def.node:
+    counts[node.op] = counts.get(node.op, 0) + 1
+  return counts
+
+
+class TestFreezeCheckpoint:
+
+  def test_meta_graph_freezes_to_constants_and_matches(self, session_model, tmp_path):
+    prefix, reference = session_model
+    frozen = ee.freeze_checkpoint(prefix, 'probs')
+    ops = _op_counts(frozen.graph_def)
+    assert 'VarHandleOp' not in ops and 'VariableV2' not in ops and 'ReadVariableOp' not in ops
+    manifest_path = frozen.save(str(tmp_path / 'frozen.pb'))
+    assert manifest_path == str(tmp_path / 'frozen.manifest.json')
+    manifest = json.loads(open(manifest_path).read())
+    assert manifest['inputs'] == {'x': {'name': 'x:0', 'dtype': 'float32', 'shape': [-1, 6]}}
+    assert manifest['outputs'] == {'probs': {'name': 'probs:0', 'dtype': 'float32',
+                                             'shape': [-1, 3]}}
+    assert manifest['source']['kind'] == 'checkpoint'
+    assert manifest['source']['checkpoint'] == prefix
+    assert manifest['init_op'] is None and manifest['optimizations'] == []
+    assert manifest['validation']['max_abs_diff']['probs'] <= 1e-6
+    # The seed-004 workflow: import_graph_def and run by tensor name.
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString((tmp_path / 'frozen.pb').read_bytes())
+    with tf.Graph().as_default() as graph:
+      tf.compat.v1.import_graph_def(graph_def, name='prefix')
+      with tf.compat.v1.Session(graph=graph) as session:
+        got = session.run('prefix/probs:0', {'prefix/x:0': X})
+    np.testing.assert_allclose(got, reference, rtol=1e-6, atol=1e-7)
+
+  @pytest.mark.parametrize('binary', [False, True])
+  def test_graph_def_file_plus_checkpoint(self, session_model, tmp_path, binary):
+    prefix, reference = session_model
+    directory = os.path.dirname(prefix)
+    frozen, manifest = ee.freeze_graph(
+        input_graph=os.path.join(directory, 'graph.pb' if binary else 'graph.pbtxt'),
+        input_binary=binary, input_checkpoint=prefix, output_node_names='probs',
+        output_graph=str(tmp_path / 'g.pb'))
+    assert frozen.source['kind'] == 'graph_def+checkpoint'
+    with ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 'g.pb')) as predict:
+      np.testing.assert_allclose(predict({'x': X})['probs'], reference, rtol=1e-6, atol=1e-7)
+    assert os.path.isfile(manifest)
+
+  def test_wrong_input_binary_says_so(self, session_model, tmp_path):
+    prefix, _ = session_model
+    with pytest.raises(ee.FreezeError, match='input_binary=true'):
+      ee.freeze_graph(input_graph=os.path.join(os.path.dirname(prefix), 'graph.pb'),
+                      input_binary=False, input_checkpoint=prefix, output_node_names='probs',
+                      output_graph=str(tmp_path / 'g.pb'))
+
+  def test_unknown_output_node_suggests_names_and_outputs(self, session_model):
+    prefix, _ = session_model
+    with pytest.raises(ee.FreezeError) as info:
+      ee.freeze_checkpoint(prefix, ['prob'])
+    text = str(info.value)
+    assert "output node not in the graph: got 'prob'" in text
+    assert "Did you mean 'probs'?" in text
+    assert 'look like outputs' in text and "'probs'" in text.split('look like outputs')[1]
+
+  def test_checkpoint_without_output_names_or_files(self, session_model, tmp_path):
+    prefix, _ = session_model
+    with pytest.raises(ee.FreezeError, match='output_node_names is required'):
+      ee.freeze_graph(input_checkpoint=prefix, output_graph=str(tmp_path / 'x.pb'))
+    with pytest.raises(ee.FreezeError, match='checkpoint not found'):
+      ee.freeze_checkpoint(str(tmp_path / 'nothing.ckpt'), ['probs'])
+
+  def test_graph_over_the_protobuf_limit_recommends_the_saved_model(self, session_model,
+                                                                    monkeypatch):
+    prefix, _ = session_model
+    # The real limit is 2 GiB; the model is ~2 KB, so lower the limit to that scale.
+    monkeypatch.setattr(_freeze_graph, 'PROTO_LIMIT_BYTES', 1000)
+    with pytest.raises(ee.FreezeError, match='protobuf limit.*serve the SavedModel'):
+      ee.freeze_checkpoint(prefix, ['probs'])
+
+
+class TestInferenceGraph:
+
+  def test_training_graph_warns_naming_nodes(self, tmp_path):
+    prefix, _ = _save_session_model(str(tmp_path), is_training=True, fused=True)
+    with pytest.warns(ee.FreezeWarning) as record:
+      frozen = ee.freeze_checkpoint(prefix, ['probs'])
+    text = str(record[0].message)
+    assert 'bn/moments/mean' in text and 'batch statistics' in text
+    assert 'dropout' in text and 'is_training=False' in text
+    assert frozen.warnings == [text]
+
+  def test_graph_fn_freezes_inference_mode_and_folds_batch_norm(self, tmp_path):
+    prefix, _ = _save_session_model(str(tmp_path), is_training=True, fused=False)
+    with warnings.catch_warnings():
+      warnings.simplefilter('error', ee.FreezeWarning)
+      frozen = ee.freeze_graph_fn(lambda is_training: _build_mlp(is_training, fused=False),
+                                  prefix, ee.FreezeOptions(optimizations=('all',)))
+    ops = _op_counts(frozen.graph_def)
+    assert 'RandomUniform' not in ops and 'Rsqrt' not in ops
+    assert [s['name'] for s in frozen.optimizations] == list(_freeze_passes.PASSES)
+    assert frozen.optimizations[-1]['note'] == '1 folded into weights'
+    # Independently: the inference graph restored in a session.
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+      inputs, outputs = _build_mlp(False, fused=False)
+      tf.compat.v1.train.Saver().restore(session, prefix)
+      expected = session.run(outputs['probs'], {inputs['x']: X})
+    got = _freeze_passes.run_graph_def(frozen.graph_def, ['probs:0'], {'x:0': X})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+  def test_fused_batch_norm_after_conv_is_folded(self, tmp_path):
+    def build(is_training):
+      images = tf.compat.v1.placeholder(tf.float32, [None, 8, 8, 2], name='images')
+      net = tf.compat.v1.layers.conv2d(images, 4, 3, use_bias=True, name='conv')
+      net = tf.compat.v1.layers.batch_normalization(
+          net, training=is_training, name='bn',
+          moving_mean_initializer=tf.compat.v1.random_normal_initializer(seed=4))
+      return {'images': images}, {'out': tf.identity(net, name='out')}
+
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+      build(False)
+      session.run(tf.compat.v1.global_variables_initializer())
+      prefix = tf.compat.v1.train.Saver().save(session, str(tmp_path / 'model.ckpt'))
+    frozen = ee.freeze_graph_fn(build, prefix, ee.FreezeOptions(
+        optimizations=('fold_batch_norms',), rtol=1e-4, atol=1e-5))
+    ops = _op_counts(frozen.graph_def)
+    assert 'FusedBatchNormV3' not in ops and ops['Conv2D'] == 1
+    assert frozen.optimizations[0]['max_abs_diff']['out'] < 1e-4
+
+  def test_graph_fn_with_variables_missing_from_the_checkpoint(self, session_model):
+    prefix, _ = session_model
+
+    def build(is_training):
+      inputs, outputs = _build_mlp(is_training)
+      extra = tf.compat.v1.get_variable('extra', [2])
+      return inputs, {'probs': outputs['probs'], 'extra': extra + 0.0}
+
+    with pytest.raises(ee.FreezeError, match='variables the checkpoint lacks'):
+      ee.freeze_graph_fn(build, prefix)
+
+
+class TestPassesAndValidation:
+
+  def test_every_pass_is_checked_and_shrinks_the_graph(self, session_model):
+    prefix, reference = session_model
+    plain = ee.freeze_checkpoint(prefix, 'probs')
+    frozen = ee.freeze_checkpoint(prefix, 'probs', options=ee.FreezeOptions(
+        optimizations=('fold_constants', 'strip_unused')))
+    assert [s['name'] for s in frozen.optimizations] == ['strip_unused', 'fold_constants']
+    assert len(frozen.graph_def.node) < len(plain.graph_def.node)
+    got = _freeze_passes.run_graph_def(frozen.graph_def, ['probs:0'], {'x:0': X})[0]
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-6)
+
+  def test_remove_training_nodes_drops_identity_and_stop_gradient(self, tmp_path):
+    def build(is_training):
+      del is_training
+      x = tf.compat.v1.placeholder(tf.float32, [None, 6], name='x')
+      w = tf.compat.v1.get_variable('w', [6, 2])
+      y = tf.identity(tf.stop_gradient(tf.matmul(x, w)) * 2.0, name='y')
+      return {'x': x}, {'y': tf.nn.relu(y, name='out')}
+
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+      build(False)
+      session.run(tf.compat.v1.global_variables_initializer())
+      prefix = tf.compat.v1.train.Saver().save(session, str(tmp_path / 'model.ckpt'))
+      expected = session.run('out:0', {'x:0': X})
+    frozen = ee.freeze_graph_fn(build, prefix, ee.FreezeOptions(
+        optimizations=('remove_training_nodes',)))
+    ops = _op_counts(frozen.graph_def)
+    assert 'StopGradient' not in ops and 'Identity' not in ops
+    got = _freeze_passes.run_graph_def(frozen.graph_def, ['out:0'], {'x:0': X})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+  def test_difference_names_the_output_and_size(self):
+    expected = {'a': np.zeros(3, np.float32), 'b': np.arange(3)}
+    with pytest.raises(ee.FreezeError, match=r"output 'a' differs .* after the x pass by up "
+                       r'to 0\.5'):
+      _freeze_passes.compare_outputs(expected, {'a': np.array([0, 0.5, 0], np.float32),
+                                                'b': np.arange(3)}, 1e-5, 1e-5,
+                                     'after the x pass')
+    with pytest.raises(ee.FreezeError, match="output 'b' differs"):
+      _freeze_passes.compare_outputs(expected, {'a': expected['a'], 'b': np.ones(3)}, 0, 0,
+                                     'after freezing')
+
+  def test_options_are_validated(self):
+    with pytest.raises(ee.FreezeError, match="unknown optimization.*'fold_all'"):
+      ee.FreezeOptions(optimizations=('fold_all',))
+    with pytest.raises(ee.FreezeError, match='compression'):
+      ee.FreezeOptions(compression='int4')
+    with pytest.raises(ee.FreezeError, match='tables'):
+      ee.FreezeOptions(tables='copy')
+    with pytest.raises(ee.FreezeError, match='rtol'):
+      ee.FreezeOptions(rtol=-1)
+
+
+class TestCompression:
+
+  @pytest.fixture(scope='class')
+  def wide_model(self, tmp_path_factory):
+    return _save_session_model(str(tmp_path_factory.mktemp('wide')), width=512)
+
+  # int8: the [6, 512] kernel pays 512 float32 scales for 3072 weights, hence 0.45
+  # here; bench/freeze_bench.py measures the 0.30 goal on a BERT-sized graph.
+  @pytest.mark.parametrize('mode,limit,max_diff', [('fp16', 0.55, 2e-3), ('int8', 0.45, 2e-2)])
+  def test_weights_shrink_and_outputs_stay_close(self, wide_model, tmp_path, mode, limit,
+                                                 max_diff):
+    prefix, reference = wide_model
+    frozen = ee.freeze_checkpoint(prefix, 'probs', options=ee.FreezeOptions(
+        optimizations=('all',), compression=mode, min_compress_elements=500,
+        samples={'x': X}))
+    stats = frozen.compression
+    assert stats['mode'] == mode and stats['tensors'] == 3  # Two kernels, the folded bias.
+    assert stats['size_ratio'] < limit
+    frozen.save(str(tmp_path / 'c.pb'))
+    fp32 = ee.freeze_checkpoint(prefix, 'probs', options=ee.FreezeOptions(
+        optimizations=('all',)))
+    fp32.save(str(tmp_path / 'f.pb'))
+    assert os.path.getsize(tmp_path / 'c.pb') < limit * os.path.getsize(tmp_path / 'f.pb')
+    dtype = tf.float16 if mode == 'fp16' else tf.int8
+    assert any(n.op == 'Const' and n.attr['dtype'].type == dtype.as_datatype_enum
+               for n in frozen.graph_def.node)
+    with ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 'c.pb')) as predict:
+      got = predict({'x': X})['probs']
+    diff = float(np.max(np.abs(got - reference)))
+    assert 0 < diff < max_diff
+    assert stats['max_abs_diff']['probs'] == pytest.approx(diff, abs=1e-6)
+
+
+class TestTables:
+
+  def test_embedded_vocabulary_needs_no_file(self, vocab_model, tmp_path):
+    prefix, vocab = vocab_model
+    frozen = ee.freeze_checkpoint(prefix, 'probs,ids', options=ee.FreezeOptions(
+        samples={'x': X[:2], 'words': [b'cat', b'dog']}, optimizations=('all',)))
+    assert frozen.init_op == 'frozen_tables_init'
+    assert frozen.tables[0]['storage'] == 'embedded' and frozen.tables[0]['size'] == 3
+    frozen.save(str(tmp_path / 't.pb'))
+    moved = vocab + '.moved'
+    os.rename(vocab, moved)
+    try:
+      with ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 't.pb')) as predict:
+        ids = predict({'x': X[:3], 'words': ['sat', 'the', 'dog']}, outputs='ids')['ids']
+    finally:
+      os.rename(moved, vocab)
+    assert ids.tolist() == [2, 0, -1]
+
+  def test_referenced_vocabulary_is_copied_and_fed(self, vocab_model, tmp_path):
+    prefix, _ = vocab_model
+    frozen = ee.freeze_checkpoint(prefix, ['probs', 'ids'], options=ee.FreezeOptions(
+        tables='reference', samples={'x': X[:2], 'words': [b'cat', b'the']}))
+    manifest = json.loads(open(frozen.save(str(tmp_path / 'r.pb'))).read())
+    (tensor, relative), = manifest['assets'].items()
+    assert relative == os.path.join('r.assets', 'vocab.txt')
+    assert (tmp_path / relative).read_text() == 'the\ncat\nsat\n'
+    with ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 'r.pb')) as predict:
+      assert predict(x=X[:1], words=['cat'])['ids'].tolist() == [1]
+    assert tensor.endswith(':0')
+
+  def test_missing_vocabulary_file_is_refused(self, tmp_path):
+    vocab = str(tmp_path / 'vocab.txt')
+    with open(vocab, 'w') as f:
+      f.write('a\n')
+    prefix, _ = _save_session_model(str(tmp_path / 'm'), vocab=vocab)
+    os.remove(vocab)
+    with pytest.raises(ee.FreezeError, match='initialised from a file that does not exist.*vocab'):
+      ee.freeze_checkpoint(prefix, ['ids'], options=ee.FreezeOptions(
+          samples={'words': [b'a']}))
+
+  def test_mutable_table_is_refused(self, tmp_path):
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+      keys = tf.compat.v1.placeholder(tf.int64, [None], name='keys')
+      table = tf.lookup.experimental.MutableHashTable(tf.int64, tf.float32, -1.0)
+      tf.identity(table.lookup(keys), name='values')
+      tf.compat.v1.get_variable('w', [1])
+      session.run(tf.compat.v1.global_variables_initializer())
+      prefix = tf.compat.v1.train.Saver().save(session, str(tmp_path / 'model.ckpt'))
+    with pytest.raises(ee.FreezeError, match='mutable lookup table.*StaticHashTable'):
+      ee.freeze_checkpoint(prefix, ['values'])
+
+
+class TestSavedModelAndEstimator:
+
+  @pytest.fixture(scope='class')
+  def export(self, trained_toy, tmp_path_factory):
+    model, estimator = trained_toy
+    base = str(tmp_path_factory.mktemp('exports'))
+    return model.export_for_serving(estimator, base, samples=toy.SAMPLES)
+
+  def test_outputs_come_from_the_signature(self, export, tmp_path):
+    frozen = ee.freeze_saved_model(export.path, options=ee.FreezeOptions(
+        optimizations=('all',), samples=toy.SAMPLES))
+    assert sorted(frozen.inputs) == ['n', 'x']
+    assert sorted(frozen.outputs) == ['class_ids', 'logits', 'probabilities']
+    assert frozen.source['kind'] == 'saved_model' and frozen.source['step'] == 20
+    assert frozen.source['signature'] == 'serving_default'
+    frozen.save(str(tmp_path / 's.pb'))
+    with ee.Predictor.from_saved_model(export.path) as saved, \
+        ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 's.pb')) as predict:
+      expected, got = saved(toy.SAMPLES), predict(toy.SAMPLES)
+    for key in expected:
+      np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+  def test_unknown_signature_and_tags(self, export):
+    with pytest.raises(ee.SignatureError, match="Did you mean 'predict'"):
+      ee.freeze_saved_model(export.path, signature_name='predikt')
+    with pytest.raises(ee.FreezeError, match='no MetaGraph with these tags'):
+      ee.freeze_saved_model(export.path, tags='train')
+
+  def test_estimator_predict_graph_directly(self, trained_toy, export):
+    model, estimator = trained_toy
+    frozen = ee.freeze_estimator(estimator, model.serving_input_receiver_fn('raw'),
+                                 options=ee.FreezeOptions(samples=toy.SAMPLES))
+    assert frozen.source['kind'] == 'estimator' and frozen.source['step'] == 20
+    with ee.Predictor.from_saved_model(export.path) as saved:
+      expected = saved(toy.SAMPLES)
+    with ee.FrozenPredictor(frozen.graph_def, frozen.manifest()) as predict:
+      got = predict(toy.SAMPLES)
+    np.testing.assert_allclose(got['probabilities'], expected['probabilities'], rtol=1e-5)
+
+  def test_cli_takes_freeze_graph_flags(self, export, tmp_path, capsys):
+    out = str(tmp_path / 'cli.pb')
+    code = cli.main(['freeze', f'--input_saved_model_dir={export.path}',
+                     '--saved_model_tags=serve', f'--output_graph={out}',
+                     '--clear_devices=true', '--optimize=all', '--compress=fp16',
+                     '--samples', json.dumps({k: v.tolist() for k, v in toy.SAMPLES.items()})])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert 'output probabilities: probabilities:0 float32 [-1, 2]' in printed
+    assert 'fp16: size ratio' in printed
+    assert ee.read_frozen_manifest(out)['compression']['mode'] == 'fp16'
+
+  def test_cli_reports_unknown_node(self, session_model, tmp_path, capsys):
+    prefix, _ = session_model
+    code = cli.main(['freeze', f'--input_meta_graph={prefix}.meta',
+                     f'--input_checkpoint={prefix}', '--input_binary=true',
+                     '--output_node_names=softmax', f'--output_graph={tmp_path / "x.pb"}',
+                     '--restore_op_name=save/restore_all',
+                     '--filename_tensor_name=save/Const:0'])
+    assert code == cli.EXIT_ERROR
+    assert "output node not in the graph: got 'softmax'" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / 'x.pb')
+
+
+class TestFrozenPredictor:
+
+  def test_errors_name_the_bad_key(self, session_model, tmp_path):
+    prefix, _ = session_model
+    ee.freeze_checkpoint(prefix, 'probs').save(str(tmp_path / 'p.pb'))
+    with ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 'p.pb')) as predict:
+      with pytest.raises(ee.SignatureError, match="unknown input key.*'y'"):
+        predict({'y': X})
+      with pytest.raises(ee.SignatureError, match="Did you mean 'probs'"):
+        predict({'x': X}, outputs='prob')
+      with pytest.raises(ee.SignatureError, match="Did you mean 'probs'"):
+        predict.run_tensors({'x:0': X}, ['prob:0'])
+      with pytest.raises(ee.SignatureError, match='expects shape'):
+        predict({'x': X[:, :2]})
+    os.remove(tmp_path / 'p.manifest.json')
+    with pytest.raises(ee.FreezeError, match='no manifest beside the frozen graph'):
+      ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 'p.pb'))
+    with ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 'p.pb'), manifest=False) as p:
+      assert p.run_tensors({'x:0': X}, 'probs:0')[0].shape == (5, 3)
+
+
+def test_saved_model_vocabulary_comes_from_its_assets(tmp_path):
+  """The table's file is read from <export>/assets, not from where it was at export."""
+  vocab = str(tmp_path / 'vocab.txt')
+  with open(vocab, 'w') as f:
+    f.write('red\ngreen\nblue\n')
+  export_dir = str(tmp_path / 'saved')
+  with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+    inputs, outputs = _build_mlp(vocab=vocab)
+    session.run([tf.compat.v1.global_variables_initializer(),
+                 tf.compat.v1.tables_initializer()])
+    builder = tf.compat.v1.saved_model.Builder(export_dir)
+    builder.add_meta_graph_and_variables(
+        session, ['serve'], main_op=tf.compat.v1.tables_initializer(),
+        assets_collection=tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.ASSET_FILEPATHS),
+        signature_def_map={'lookup': tf.compat.v1.saved_model.predict_signature_def(
+            {'words': inputs['words']}, {'ids': outputs['ids']})})
+    builder.save()
+  os.remove(vocab)
+  assert os.path.isfile(os.path.join(export_dir, 'assets', 'vocab.txt'))
+  for tables in ('embed', 'reference'):
+    frozen = ee.freeze_saved_model(export_dir, 'lookup', options=ee.FreezeOptions(
+        tables=tables, samples={'words': [b'blue', b'black']}))
+    path = str(tmp_path / f'{tables}.pb')
+    frozen.save(path)
+    with ee.FrozenPredictor.from_frozen_graph(path) as predict:
+      assert predict(words=['green', 'blue', 'x'])['ids'].tolist() == [1, 2, -1], tables
