@@ -14,10 +14,8 @@ Medians of repeated runs; the machine has 2 cores, so runs are sequential.
 """
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,6 +24,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
 import estimator_export as ee  # pylint: disable=g-import-not-at-top
+from bench._common import median_seconds as _median_seconds  # pylint: disable=g-import-not-at-top
 
 
 class MLPClassifier(ee.ServingModelMixin):
@@ -45,15 +44,6 @@ class MLPClassifier(ee.ServingModelMixin):
   def loss(self, predictions, labels, features, mode, params):
     return tf.compat.v1.losses.sparse_softmax_cross_entropy(features['label'],
                                                             predictions['logits'])
-
-
-def _median_seconds(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def main():

@@ -21,12 +21,9 @@ import concurrent.futures
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -39,8 +36,8 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=g-import-not-at-top
 from tensorflow_serving.apis import model_service_pb2_grpc  # pylint: disable=g-import-not-at-top
-from tensorflow_serving.apis import predict_pb2  # pylint: disable=g-import-not-at-top
-from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=g-import-not-at-top
+
+from bench._common import grpc_channel, grpc_predict_fn, median_ratio, start_server, stop_server  # pylint: disable=g-import-not-at-top
 
 VOCAB, HIDDEN, HEADS, INTERMEDIATE = 30522, 384, 12, 1536
 
@@ -86,31 +83,6 @@ def build_encoder(export_dir: str, layers: int, seq_len: int):
       builder.save()
 
 
-def free_port() -> int:
-  with socket.socket() as sock:
-    sock.bind(('127.0.0.1', 0))
-    return sock.getsockname()[1]
-
-
-def start_server(base: str, batching_file: str = None):
-  grpc_port, rest_port = free_port(), free_port()
-  cmd = [sys.executable, '-m', 'estimator_export.cli', 'serve', '--server_binary=embedded',
-         f'--port={grpc_port}', f'--rest_api_port={rest_port}', '--model_name=enc',
-         f'--model_base_path={base}', '--file_system_poll_wait_seconds=1']
-  if batching_file:
-    cmd += ['--enable_batching', f'--batching_parameters_file={batching_file}']
-  log = open(os.path.join(base, os.pardir, f'server-{grpc_port}.log'), 'w')
-  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True)
-  for line in proc.stdout:
-    if line.startswith('estimator-export serve:'):
-      break
-  else:
-    raise RuntimeError(f'the server did not start; see {log.name}')
-  threading.Thread(target=proc.stdout.read, daemon=True).start()
-  proc.log_path = log.name
-  return proc, grpc_port, rest_port
-
-
 def load_seconds(log_path: str, version: int) -> float:
   """Seconds from 'Loading servable version' to 'Successfully loaded' in a server log."""
   stamps = {}
@@ -126,26 +98,8 @@ def load_seconds(log_path: str, version: int) -> float:
 
 def grpc_predictor(channel):
   """A function sending one Predict of input_ids [batch, seq_len] to model 'enc'."""
-  stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-
-  def call(batch):
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = 'enc'
-    request.inputs['input_ids'].CopyFrom(tf.make_tensor_proto(batch))
-    return stub.Predict(request, timeout=60)
-  return call
-
-
-def median_ratio(baseline, measured, repeats):
-  """Interleaved medians (seconds) of two callables, and measured/baseline."""
-  base_t, meas_t = [], []
-  for _ in range(repeats):
-    for fn, out in ((baseline, base_t), (measured, meas_t)):
-      start = time.perf_counter()
-      fn()
-      out.append(time.perf_counter() - start)
-  b, m = statistics.median(base_t), statistics.median(meas_t)
-  return b, m, m / b
+  predict = grpc_predict_fn(channel, 'enc', timeout=60)
+  return lambda batch: predict({'input_ids': batch})
 
 
 def main():
@@ -170,8 +124,7 @@ def main():
     fn()
 
   server, grpc_port, rest_port = start_server(base)
-  channel = grpc.insecure_channel(f'127.0.0.1:{grpc_port}', options=[
-      ('grpc.max_receive_message_length', -1), ('grpc.max_send_message_length', -1)])
+  channel = grpc_channel(grpc_port)
   grpc_call = grpc_predictor(channel)
 
   def rest_call(batch):
@@ -213,11 +166,13 @@ def main():
     with open(batching_file, 'w') as f:
       f.write('max_batch_size { value: 32 }\nbatch_timeout_micros { value: 5000 }\n'
               'max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n')
-    server2, grpc_port2, _ = start_server(base, batching_file)
-    grpc_call2 = grpc_predictor(grpc.insecure_channel(f'127.0.0.1:{grpc_port2}'))
-
-    grpc_call2(batches[1])
-    batched = throughput(grpc_call2)
+    server2, grpc_port2, _ = start_server(base, batching_file=batching_file)
+    try:
+      grpc_call2 = grpc_predictor(grpc_channel(grpc_port2))
+      grpc_call2(batches[1])
+      batched = throughput(grpc_call2)
+    finally:
+      stop_server(server2)
     bare32 = 32 / statistics.median(
         [(lambda s: (bare[32](), time.perf_counter() - s)[1])(time.perf_counter())
          for _ in range(10)])
@@ -225,7 +180,6 @@ def main():
           f'{batched:6.1f} req/s | ratio {batched / unbatched:.2f}x (goal >= 1.3x)')
     print(f'32 clients x batch 1 with batching vs bare batch-32 session.run '
           f'{bare32:6.1f} rows/s: {100 * batched / bare32:.0f}% (goal >= 90%)', flush=True)
-    server2.terminate()
 
     model_stub = model_service_pb2_grpc.ModelServiceStub(channel)
     new_version = os.path.join(work, 'staging')
@@ -253,7 +207,7 @@ def main():
           f'AVAILABLE {available * 1e3:7.1f} ms | ratio {available / bare_load:.2f}x '
           '(goal <= 1.5x)')
   finally:
-    server.terminate()
+    stop_server(server)
     shutil.rmtree(work, ignore_errors=True)
 
 
