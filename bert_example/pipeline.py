@@ -18,6 +18,7 @@ from bert_example import modeling
 from bert_example import tokenization
 
 PrintFn = Callable[[str], None]
+_PROGRESS_FROM = 20000  # Tokenizing fewer examples takes a few seconds: no progress lines.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +93,9 @@ def _record_file(s: ClassifierSettings, split: str, examples, label_list, tokeni
   def progress(done, total):
     print_fn(f'      {split}: {done}/{total} examples tokenized')
 
-  count = data_lib.write_tfrecords(examples, label_list, s.max_seq_length, tokenizer, path,
-                                   progress=progress, pad_to_multiple=pad_to)
+  count = data_lib.write_tfrecords(
+      examples, label_list, s.max_seq_length, tokenizer, path,
+      progress=progress if len(examples) >= _PROGRESS_FROM else None, pad_to_multiple=pad_to)
   print_fn(f'      wrote {count} {split} records to {path} ({time.time() - started:.1f}s)')
   return path
 

@@ -1,5 +1,7 @@
 r"""The smallest full path: train, export for serving, show, predict in-process.
 
+(`make demo` runs the BERT demo, bert_example/demo.py; this is the small one.)
+
     python -m examples.demo --output_dir /tmp/demo
 
 1. trains a small custom model (a ServingModelMixin subclass) on generated

@@ -15,6 +15,7 @@ from bert_example import data as data_lib
 from bert_example import model as model_lib
 from bert_example import modeling
 from bert_example import pipeline
+from bert_example import servability
 from estimator_export.serving.client import GrpcClient, RestClient, ServingClientError
 from estimator_export.serving.server import create_server
 
@@ -109,6 +110,11 @@ class TestExport:
       assert set(predictor.signatures['serving_default'].inputs) == set(model_lib.ID_FEATURES)
       assert set(predictor.signatures['text'].inputs) == {'text'}
       assert set(predictor.signatures['text_pair'].inputs) == {'text_a', 'text_b'}
+
+  def test_servable_by_tensorflow_model_server(self, served):
+    run, _ = served
+    report = servability.assert_servable(run.export.path)
+    assert 'WordpieceTokenizeWithOffsets' in report.ops_used
 
   def test_vocab_is_an_asset(self, served):
     run, _ = served
