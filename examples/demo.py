@@ -12,9 +12,7 @@ r"""The smallest full path: train, export for serving, show, predict in-process.
 4. answers requests through the in-process Predictor, on every signature.
 """
 import os
-import shutil
 import time
-import warnings
 
 from absl import app
 from absl import flags
@@ -22,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 import estimator_export as ee
+from examples._common import prepare_output_dir
 from estimator_export import inspect as inspect_lib
 from estimator_export.hooks import ProgressHook, show_export_progress
 
@@ -126,11 +125,7 @@ def run(output_dir: str, train_steps: int) -> ee.ExportResult:
 def main(argv):
   del argv
   show_export_progress()
-  tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-  warnings.filterwarnings('ignore', message='`tf.layers.dense` is deprecated')
-  output_dir = os.path.abspath(FLAGS.output_dir)
-  if FLAGS.fresh and os.path.isdir(output_dir):
-    shutil.rmtree(output_dir)
+  output_dir = prepare_output_dir(FLAGS.output_dir, FLAGS.fresh)
   run(output_dir, FLAGS.train_steps)
   print('done.')
 

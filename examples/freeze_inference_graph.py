@@ -14,7 +14,6 @@ r"""Freeze the inference graph, not the training graph: BatchNorm and dropout.
    deterministic and agrees with the model; the training graph is not.
 """
 import os
-import shutil
 import warnings
 
 from absl import app
@@ -23,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 import estimator_export as ee
+from examples._common import prepare_output_dir
 
 FLAGS = flags.FLAGS
 SIZE = 16
@@ -125,11 +125,7 @@ def run(output_dir: str, steps: int = 60):
 
 def main(argv):
   del argv
-  tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-  warnings.filterwarnings('ignore', message='`tf.layers')
-  output_dir = os.path.abspath(FLAGS.output_dir)
-  if os.path.isdir(output_dir):
-    shutil.rmtree(output_dir)
+  output_dir = prepare_output_dir(FLAGS.output_dir)
   run(output_dir, FLAGS.steps)
   print('done.')
 

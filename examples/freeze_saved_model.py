@@ -12,8 +12,6 @@ r"""Freeze an Estimator export: outputs come from the signature; then run the .p
 4. runs the frozen graphs by alias and compares them with the SavedModel.
 """
 import os
-import shutil
-import warnings
 
 from absl import app
 from absl import flags
@@ -21,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 import estimator_export as ee
+from examples._common import prepare_output_dir
 
 FLAGS = flags.FLAGS
 
@@ -102,11 +101,7 @@ def run(output_dir: str, train_steps: int = 100):
 
 def main(argv):
   del argv
-  tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-  warnings.filterwarnings('ignore', message='`tf.layers')
-  output_dir = os.path.abspath(FLAGS.output_dir)
-  if os.path.isdir(output_dir):
-    shutil.rmtree(output_dir)
+  output_dir = prepare_output_dir(FLAGS.output_dir)
   run(output_dir, FLAGS.train_steps)
   print('done.')
 

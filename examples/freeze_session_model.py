@@ -10,7 +10,6 @@ r"""Session mode, frozen: train with named nodes, save with Saver, freeze, load 
 4. loads frozen.pb with import_graph_def and predicts by tensor name and by alias.
 """
 import os
-import shutil
 
 from absl import app
 from absl import flags
@@ -18,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 import estimator_export as ee
+from examples._common import prepare_output_dir
 
 FLAGS = flags.FLAGS
 
@@ -87,10 +87,7 @@ def run(output_dir: str, steps: int = 100):
 
 def main(argv):
   del argv
-  tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-  output_dir = os.path.abspath(FLAGS.output_dir)
-  if os.path.isdir(output_dir):
-    shutil.rmtree(output_dir)
+  output_dir = prepare_output_dir(FLAGS.output_dir)
   run(output_dir, FLAGS.steps)
   print('done.')
 
