@@ -10,7 +10,8 @@ Modules:
   checkpoint: Hugging Face safetensors -> Google-name TF checkpoint conversion
     and `init_from_checkpoint` for use inside an Estimator model_fn.
   convert_checkpoint: command-line wrapper around `checkpoint`.
-  data: GLUE-format processors, the generated demo dataset, TFRecords.
+  data: GLUE-format processors, a vocab builder, TFRecords.
+  demo_data: the generated demo sentiment dataset.
   optimization: Adam with decoupled weight decay and linear warmup/decay.
   model: `BertClassifier`, the library's mixin subclass with three kinds of
     serving signature (token ids, tf.Examples, raw text).

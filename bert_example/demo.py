@@ -26,6 +26,7 @@ import tensorflow as tf
 import estimator_export as ee
 from bert_example import client as client_lib
 from bert_example import data as data_lib
+from bert_example import demo_data
 from bert_example import model as model_lib
 from bert_example import pipeline
 from bert_example import pretrained
@@ -55,7 +56,7 @@ def run(output_dir: str, use_pretrained: bool = True, max_seq_length: int = 48,
   started = time.time()
   data_dir = os.path.join(output_dir, 'data')
   _say(f'[1/5] generating the demo sentiment dataset in {data_dir}')
-  paths = data_lib.generate_demo_dataset(data_dir, num_train=num_train)
+  paths = demo_data.generate_demo_dataset(data_dir, num_train=num_train)
   _say('      ' + ', '.join(f'{os.path.basename(p)}' for p in paths.values()))
   processor = data_lib.get_processor('demo')
   train_examples = processor.get_train_examples(data_dir)

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from bert_example import data
+from bert_example import demo_data
 from bert_example import tokenization
 
 # ----- GLUE fixtures in the real layouts (rows shortened from the public files) -----
@@ -223,7 +224,7 @@ class TestProcessors:
 def demo(tmp_path_factory):
   """The default-size demo dataset: (data_dir, {split: [InputExample]})."""
   d = str(tmp_path_factory.mktemp('demo'))
-  paths = data.generate_demo_dataset(d)
+  paths = demo_data.generate_demo_dataset(d)
   assert paths == {s: os.path.join(d, f'{s}.tsv') for s in ('train', 'dev', 'test')}
   p = data.get_processor('demo')
   return d, {s: p.get_examples(d, s) for s in ('train', 'dev', 'test')}
@@ -232,7 +233,7 @@ def demo(tmp_path_factory):
 def _lexicon():
   """sentiment word -> polarity, from the generator's word lists (both verb forms)."""
   polarity = {}
-  for table in (data._ADJECTIVES, data._ADVERBS, data._VERBS):  # pylint: disable=protected-access
+  for table in (demo_data._ADJECTIVES, demo_data._ADVERBS, demo_data._VERBS):  # pylint: disable=protected-access
     for positive, items in table.items():
       for item in items:
         for word in ((item,) if isinstance(item, str) else item):
@@ -282,8 +283,8 @@ class TestDemoDataset:
 
   def test_deterministic_for_a_seed(self, demo, tmp_path):
     d, _ = demo
-    again = data.generate_demo_dataset(str(tmp_path / 'a'), seed=0)
-    other = data.generate_demo_dataset(str(tmp_path / 'b'), num_train=50, num_dev=10,
+    again = demo_data.generate_demo_dataset(str(tmp_path / 'a'), seed=0)
+    other = demo_data.generate_demo_dataset(str(tmp_path / 'b'), num_train=50, num_dev=10,
                                        num_test=5, seed=1)
     for split, path in again.items():
       with open(path, 'rb') as f, open(os.path.join(d, f'{split}.tsv'), 'rb') as g:
@@ -298,7 +299,7 @@ class TestDemoDataset:
     assert any(re.search(r'\b[A-Z]{3,}\b', s) for s in sentences)  # "GREAT"
     assert {s[-1] for s in sentences} >= {'.', '!', 'e', 'd'}  # punctuation or none
     lexicon = _lexicon()
-    tables = data._ADVERBS  # pylint: disable=protected-access
+    tables = demo_data._ADVERBS  # pylint: disable=protected-access
     adverbs = {w for words in tables.values() for w in words}
     verbs = {w for w in lexicon if w not in adverbs and w.endswith('ed')}
     kinds = collections.Counter()
@@ -318,7 +319,7 @@ class TestDemoDataset:
     assert not normal['train'] & normal['dev'] and not normal['train'] & normal['test']
     assert not normal['dev'] & normal['test']
     lexicon = _lexicon()
-    heads = data._SUBJECTS + data._NOUNS  # pylint: disable=protected-access
+    heads = demo_data._SUBJECTS + demo_data._NOUNS  # pylint: disable=protected-access
 
     def combination(text):
       """(kind, head, first sentiment word): what the splits must not share."""
@@ -371,7 +372,7 @@ class TestDemoDataset:
 
   def test_bad_sizes(self, tmp_path):
     with pytest.raises(ValueError, match=r'num_dev must be an int >= 0, got -1'):
-      data.generate_demo_dataset(str(tmp_path), num_dev=-1)
+      demo_data.generate_demo_dataset(str(tmp_path), num_dev=-1)
 
 
 # ----- build_vocab -----
@@ -574,15 +575,15 @@ class TestMain:
 
   def test_generates_and_prints_paths(self, tmp_path, capsys):
     fv = flags.FlagValues()
-    data.define_flags(fv)
+    demo_data.define_flags(fv)
     fv(['data', f'--data_dir={tmp_path}', '--num_train=20', '--num_dev=6', '--num_test=4'])
-    data.main(['data'], flag_values=fv)
+    demo_data.main(['demo_data'], flag_values=fv)
     out = capsys.readouterr().out.splitlines()
     assert out == [f'{s}: {tmp_path / (s + ".tsv")}' for s in ('train', 'dev', 'test')]
     assert len(data.get_processor('demo').get_dev_examples(str(tmp_path))) == 6
 
   def test_data_dir_required(self):
     fv = flags.FlagValues()
-    data.define_flags(fv)
+    demo_data.define_flags(fv)
     with pytest.raises(flags.IllegalFlagValueError, match='data_dir'):
       fv(['data'])

@@ -12,6 +12,7 @@ import tensorflow as tf
 import estimator_export as ee
 from bert_example import client as client_lib
 from bert_example import data as data_lib
+from bert_example import demo_data
 from bert_example import model as model_lib
 from bert_example import modeling
 from bert_example import pipeline
@@ -35,7 +36,7 @@ def served(tmp_path_factory):
   """(run, server): a tiny BERT fine-tuned on the demo data, exported and served."""
   root = str(tmp_path_factory.mktemp('bert_e2e'))
   data_dir = os.path.join(root, 'data')
-  data_lib.generate_demo_dataset(data_dir, num_train=320, num_dev=64, num_test=16)
+  demo_data.generate_demo_dataset(data_dir, num_train=320, num_dev=64, num_test=16)
   vocab = os.path.join(root, 'vocab.txt')
   size = data_lib.build_vocab(data_lib.get_processor('demo').get_train_examples(data_dir), vocab)
   config = modeling.BertConfig(vocab_size=size, hidden_size=128, num_hidden_layers=2,

@@ -9,6 +9,7 @@ import pytest
 
 from bert_example import checkpoint as checkpoint_lib
 from bert_example import data as data_lib
+from bert_example import demo_data
 from bert_example import modeling
 from bert_example import pipeline
 from bert_example import run_classifier
@@ -19,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _tiny(root, hidden=32, num_train=64):
   """Demo data, a vocab built from it and a tiny config; returns the base flags."""
   data_dir = os.path.join(root, 'data')
-  data_lib.generate_demo_dataset(data_dir, num_train=num_train, num_dev=16, num_test=8)
+  demo_data.generate_demo_dataset(data_dir, num_train=num_train, num_dev=16, num_test=8)
   vocab = os.path.join(root, 'vocab.txt')
   size = data_lib.build_vocab(data_lib.get_processor('demo').get_train_examples(data_dir), vocab)
   config = modeling.BertConfig(vocab_size=size, hidden_size=hidden, num_hidden_layers=2,
