@@ -14,6 +14,7 @@ embedded server alike.
 """
 import dataclasses
 import sys
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import app
@@ -51,25 +52,28 @@ def make_client(protocol: str, server: str, timeout: float = 30.0):
 def text_request(texts_a: Sequence[str], texts_b: Optional[Sequence[str]] = None
                 ) -> Tuple[str, Dict[str, np.ndarray]]:
   """(signature, inputs): `text` {text: string [batch]}, or `text_pair` {text_a, text_b}."""
-  as_array = lambda texts: np.array([tokenization.to_text(t).encode('utf-8') for t in texts],
-                                    object)
   if not texts_b:
-    return model_lib.TEXT_SIGNATURE, {model_lib.TEXT_KEY: as_array(texts_a)}
+    return model_lib.TEXT_SIGNATURE, {model_lib.TEXT_KEY: model_lib.string_array(texts_a)}
   if len(texts_b) != len(texts_a):
     raise ValueError(f'{len(texts_b)} --text_b for {len(texts_a)} --text; give one second '
                      'sentence per sentence, or none.')
-  return model_lib.PAIR_SIGNATURE, {model_lib.TEXT_A: as_array(texts_a),
-                                    model_lib.TEXT_B: as_array(texts_b)}
+  return model_lib.PAIR_SIGNATURE, {model_lib.TEXT_A: model_lib.string_array(texts_a),
+                                    model_lib.TEXT_B: model_lib.string_array(texts_b)}
 
 
-def ids_request(tokenizer: tokenization.FullTokenizer, max_seq_length: int,
-                texts_a: Sequence[str], texts_b: Optional[Sequence[str]] = None
-               ) -> Dict[str, np.ndarray]:
-  """Inputs of the ids signature: int32 [batch, max_seq_length] each."""
-  encoded = [tokenizer.encode(a, texts_b[i] if texts_b else None, max_seq_length)
-             for i, a in enumerate(texts_a)]
-  return {name: np.array([e[i] for e in encoded], np.int32)
-          for i, name in enumerate(model_lib.ID_FEATURES)}
+def wait_until_available(client, model_name: str, timeout: float = 120.0) -> None:
+  """Polls GetModelStatus until a version of model_name is AVAILABLE (TimeoutError after)."""
+  deadline = time.time() + timeout
+  while True:
+    try:
+      if any(v['state'] == 'AVAILABLE' for v in client.status(model_name)):
+        return
+    except ServingClientError:
+      pass  # Not loaded yet (NOT_FOUND) or the server is still starting.
+    if time.time() > deadline:
+      raise TimeoutError(f'model {model_name!r} not AVAILABLE after {timeout:.0f}s; see the '
+                         'server log for its load error')
+    time.sleep(0.1)
 
 
 def classify_texts(client, model_name: str, texts_a: Sequence[str],
@@ -84,8 +88,8 @@ def classify_texts(client, model_name: str, texts_a: Sequence[str],
     signature, inputs = text_request(texts_a, texts_b)
     outputs = client.predict(model_name, inputs, signature_name=signature)
   else:
-    outputs = client.predict(model_name, ids_request(tokenizer, max_seq_length, texts_a,
-                                                     texts_b))
+    outputs = client.predict(model_name, model_lib.encode_ids(tokenizer, max_seq_length,
+                                                              texts_a, texts_b or None))
   return answers_from_outputs(outputs, texts_a)
 
 

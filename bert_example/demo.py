@@ -103,7 +103,7 @@ def _query(server, result: pipeline.ClassifierRun):
   grpc_target = f'127.0.0.1:{server.grpc_port}'
   rest_url = f'http://127.0.0.1:{server.rest_port}'
   with client_lib.make_client('grpc', grpc_target) as grpc_client:
-    _wait_available(grpc_client)
+    client_lib.wait_until_available(grpc_client, MODEL_NAME)
     _say(f'      AVAILABLE: gRPC {grpc_target}, REST {rest_url}')
     _say('[5/5] raw text over REST and gRPC (signature "text") vs estimator.predict')
     grpc_answers = client_lib.classify_texts(grpc_client, MODEL_NAME, QUERIES)
@@ -128,21 +128,6 @@ def _query(server, result: pipeline.ClassifierRun):
 
 def _fmt(probs, labels) -> str:
   return ' '.join(f'{label} {p:.4f}' for label, p in zip(labels, probs))
-
-
-def _wait_available(client, timeout: float = 120.0):
-  deadline = time.time() + timeout
-  while True:
-    try:
-      states = [v['state'] for v in client.status(MODEL_NAME)]
-      if 'AVAILABLE' in states:
-        return
-    except client_lib.ServingClientError:
-      pass
-    if time.time() > deadline:
-      raise TimeoutError(f'model {MODEL_NAME!r} not AVAILABLE after {timeout:.0f}s; see the '
-                         'server log above for its load error')
-    time.sleep(0.2)
 
 
 def main(argv):

@@ -216,17 +216,9 @@ class BertClassifier(ee.ServingModelMixin):
   def samples(self, texts_a: Sequence[str], texts_b: Optional[Sequence[str]] = None
              ) -> Dict[str, np.ndarray]:
     """Export samples: the sentences (for text, text_pair) and their ids (for the rest)."""
-    if texts_b is not None and len(texts_b) != len(texts_a):
-      raise ValueError(f'texts_b has {len(texts_b)} entries, texts_a {len(texts_a)}; '
-                       'give one second sentence per first sentence.')
-    encoded = [self.tokenizer.encode(a, None if texts_b is None else texts_b[i],
-                                     self.max_seq_length) for i, a in enumerate(texts_a)]
-    out = {name: np.array([e[i] for e in encoded], np.int32)
-           for i, name in enumerate(ID_FEATURES)}
-    as_bytes = lambda texts: np.array([tokenization.to_text(t).encode('utf-8') for t in texts],
-                                      object)
-    out[TEXT_A] = as_bytes(texts_a)
-    out[TEXT_B] = as_bytes(texts_b if texts_b is not None else texts_a)
+    out = encode_ids(self.tokenizer, self.max_seq_length, texts_a, texts_b)
+    out[TEXT_A] = string_array(texts_a)
+    out[TEXT_B] = string_array(texts_b if texts_b is not None else texts_a)
     if texts_b is None:  # Single sentences: `text` gets them, and their ids match.
       out[TEXT_KEY] = out[TEXT_A]
     return out
@@ -241,6 +233,24 @@ class BertClassifier(ee.ServingModelMixin):
     aliases.update(options.signature_aliases)
     kwargs['options'] = dataclasses.replace(options, signature_aliases=aliases)
     return super().export_for_serving(estimator, export_dir_base, receiver_fn, **kwargs)
+
+
+def encode_ids(tokenizer: tokenization.FullTokenizer, max_seq_length: int,
+               texts_a: Sequence[str], texts_b: Optional[Sequence[str]] = None
+              ) -> Dict[str, np.ndarray]:
+  """The ids signature's inputs for sentences (or pairs): int32 [n, max_seq_length] each."""
+  if texts_b is not None and len(texts_b) != len(texts_a):
+    raise ValueError(f'{len(texts_b)} second sentences for {len(texts_a)} first sentences; '
+                     'give one second sentence per first sentence, or none.')
+  encoded = [tokenizer.encode(a, None if texts_b is None else texts_b[i], max_seq_length)
+             for i, a in enumerate(texts_a)]
+  return {name: np.array([e[i] for e in encoded], np.int32)
+          for i, name in enumerate(ID_FEATURES)}
+
+
+def string_array(texts: Sequence[tokenization.TextLike]) -> np.ndarray:
+  """object [n] of UTF-8 bytes: what the text signatures take."""
+  return np.array([tokenization.to_text(t).encode('utf-8') for t in texts], object)
 
 
 def probabilities_by_label(probabilities: Sequence[float], labels: Sequence[str]

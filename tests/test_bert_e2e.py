@@ -56,23 +56,10 @@ def served(tmp_path_factory):
                          rest_api_port=0)
   try:
     with GrpcClient(f'127.0.0.1:{server.grpc_port}') as client:
-      _wait_available(client)
+      client_lib.wait_until_available(client, MODEL, timeout=60)
     yield run, server
   finally:
     server.stop(grace=1)
-
-
-def _wait_available(client, seconds=60):
-  import time  # pylint: disable=g-import-not-at-top
-  deadline = time.time() + seconds
-  while time.time() < deadline:
-    try:
-      if any(v['state'] == 'AVAILABLE' for v in client.status(MODEL)):
-        return
-    except ServingClientError:
-      pass
-    time.sleep(0.1)
-  raise AssertionError('model never became AVAILABLE')
 
 
 def _clients(server):
@@ -135,7 +122,7 @@ class TestServedMatchesEstimator:
 
   def test_ids_signature(self, served, client):
     run, _ = served
-    ids = client_lib.ids_request(run.model.tokenizer, SEQ, SENTENCES)
+    ids = model_lib.encode_ids(run.model.tokenizer, SEQ, SENTENCES)
     out = client.predict(MODEL, ids)
     np.testing.assert_allclose(out['probabilities'], _expected(run, SENTENCES), atol=TOL)
     names = [n.decode() for n in out['label_name']]
@@ -143,7 +130,7 @@ class TestServedMatchesEstimator:
 
   def test_classify_signature(self, served, client):
     run, _ = served
-    ids = client_lib.ids_request(run.model.tokenizer, SEQ, SENTENCES)
+    ids = model_lib.encode_ids(run.model.tokenizer, SEQ, SENTENCES)
     examples = [{k: v[i].tolist() for k, v in ids.items()} for i in range(len(SENTENCES))]
     out = client.classify(MODEL, examples, signature_name='examples:classify')
     scores = np.array([[score for _, score in row] for row in out])
