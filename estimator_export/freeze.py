@@ -31,11 +31,13 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import tensorflow as tf
 
 from estimator_export import _freeze_graph as graph_lib
+from estimator_export import export as export_lib
 from estimator_export._freeze_core import (FreezeOptions, FreezeWarning, FrozenGraph,
                                            freeze_session, manifest_path)
 from estimator_export._frozen_predictor import FrozenPredictor, read_frozen_manifest
 from estimator_export._op_libraries import register_serving_op_libraries
-from estimator_export.errors import FreezeError, SignatureError, did_you_mean
+from estimator_export.errors import (CheckpointNotFoundError, FreezeError, SignatureError,
+                                     did_you_mean)
 from estimator_export.predictor import check_saved_model_dir
 
 __all__ = ['FreezeOptions', 'FreezeWarning', 'FrozenGraph', 'FrozenPredictor',
@@ -62,19 +64,12 @@ def _step(checkpoint: Optional[str]) -> Optional[int]:
     return None
 
 
-def _check_checkpoint(checkpoint: str) -> str:
-  checkpoint = os.fspath(checkpoint)
-  if tf.io.gfile.isdir(checkpoint):
-    found = tf.train.latest_checkpoint(checkpoint)
-    if not found:
-      raise FreezeError('no checkpoint in directory', value=checkpoint,
-                        fix='pass a checkpoint prefix such as model.ckpt-1000')
-    return found
-  if not tf.io.gfile.exists(checkpoint + '.index'):
-    raise FreezeError('checkpoint not found', value=checkpoint,
-                      fix='pass the prefix (e.g. /tmp/model.ckpt, without .index, .meta or '
-                      '.data-*)')
-  return checkpoint
+def _check_checkpoint(checkpoint: Optional[str], model_dir: Optional[str] = None) -> str:
+  """export.resolve_checkpoint (a prefix, a directory, or model_dir's latest) as FreezeError."""
+  try:
+    return export_lib.resolve_checkpoint(model_dir, os.fspath(checkpoint) if checkpoint else None)
+  except CheckpointNotFoundError as e:
+    raise FreezeError(e.what, value=e.value, fix=e.fix) from e
 
 
 def _tensors_by_node(graph: tf.Graph, names: Sequence[str]) -> Dict[str, tf.Tensor]:
@@ -275,12 +270,7 @@ def freeze_estimator(estimator: tf.estimator.Estimator,
     options: FreezeOptions.
   """
   options = options or FreezeOptions()
-  if checkpoint_path is None:
-    checkpoint_path = tf.train.latest_checkpoint(estimator.model_dir)
-    if not checkpoint_path:
-      raise FreezeError('no checkpoint in the estimator model_dir', value=estimator.model_dir,
-                        fix='train the estimator first or pass checkpoint_path')
-  checkpoint_path = _check_checkpoint(checkpoint_path)
+  checkpoint_path = _check_checkpoint(checkpoint_path, estimator.model_dir)
   graph = tf.Graph()
   with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
     tf.compat.v1.train.get_or_create_global_step()
