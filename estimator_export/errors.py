@@ -13,8 +13,17 @@ from typing import Any, Iterable, Optional
 _NO_VALUE = object()
 
 
-class ExportError(Exception):
-  """Base class of every error raised by estimator_export."""
+class EstimatorExportError(Exception):
+  """The one root of every error estimator_export raises.
+
+  Its families: `ExportError` (exporting, freezing, contracts, config files; these carry
+  `what`, `value` and `fix`), `serving.status.ServingError` (a request the server refuses,
+  with TF Serving's status code) and `client.ServingClientError` (a failed client call).
+  """
+
+
+class ExportError(EstimatorExportError):
+  """An error of the export side: what was wrong, the bad value and the fix."""
 
   def __init__(self, message: str, *, value: Any = _NO_VALUE, fix: Optional[str] = None):
     self.what = message

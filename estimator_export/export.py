@@ -23,29 +23,29 @@ A collision with an existing version is an error (on_collision='error'), or
 takes the next free integer above the requested one (on_collision='bump').
 """
 import dataclasses
-import json
 import logging
 import os
 import shutil
 import time
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 
 from estimator_export import outputs as outputs_lib
 from estimator_export import receivers as receivers_lib
 from estimator_export import validate as validate_lib
 from estimator_export import warmup as warmup_lib
-from estimator_export.errors import (CheckpointNotFoundError, ExportDirError, ExportError,
+from estimator_export._saved_model import (checkpoint_step, numeric_versions, read_manifest,
+                                           read_saved_model, resolve_checkpoint,
+                                           serve_meta_graph, write_manifest, write_saved_model)
+from estimator_export.errors import (ExportDirError, ExportError,
                                      SignatureError, VersionExistsError, did_you_mean)
 from estimator_export.predictor import Predictor
 
 logger = logging.getLogger('estimator_export')
 
-MANIFEST_FILENAME = 'export_manifest.json'
 STAGING_PREFIX = '.staging-'
 _MAX_BUMPS = 100
 
@@ -211,40 +211,6 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
 
 # ----- checkpoint, version, directories -----
 
-def resolve_checkpoint(model_dir: Optional[str], checkpoint_path: Optional[str]) -> str:
-  """An explicit checkpoint (prefix or directory) or the latest in model_dir."""
-  if checkpoint_path:
-    if tf.io.gfile.isdir(checkpoint_path):
-      found = tf.train.latest_checkpoint(checkpoint_path)
-      if not found:
-        raise CheckpointNotFoundError(
-            'no checkpoint in directory', value=checkpoint_path,
-            fix="looked for a 'checkpoint' state file naming model.ckpt-N; train first or "
-            'pass the checkpoint prefix, e.g. .../model.ckpt-1000')
-      return found
-    if not tf.io.gfile.exists(checkpoint_path + '.index'):
-      raise CheckpointNotFoundError(
-          'checkpoint not found', value=checkpoint_path,
-          fix=f'no {os.path.basename(checkpoint_path)}.index beside it; give a prefix '
-          'such as model_dir/model.ckpt-1000 (without .index/.data)')
-    return checkpoint_path
-  found = tf.train.latest_checkpoint(model_dir) if model_dir else None
-  if not found:
-    raise CheckpointNotFoundError(
-        'no checkpoint to export in model_dir', value=model_dir,
-        fix="looked for a 'checkpoint' state file naming model.ckpt-N.index there; train "
-        'the estimator first or pass checkpoint_path (a warm-start checkpoint is never '
-        'used implicitly)')
-  return found
-
-
-def checkpoint_step(checkpoint_path: str) -> int:
-  try:
-    return int(tf.train.load_variable(checkpoint_path, 'global_step'))
-  except (tf.errors.NotFoundError, ValueError):
-    return 0
-
-
 def _requested_version(version, step: int) -> int:
   if version == 'step':
     return step
@@ -265,14 +231,6 @@ def _prepare_base(export_dir_base: str) -> str:
     raise ExportDirError('cannot create export base', value=base,
                          fix=f'check permissions ({e.strerror})') from e
   return base
-
-
-def numeric_versions(base: str) -> List[int]:
-  """Sorted integer versions under `base` (what TF Serving would load)."""
-  if not os.path.isdir(base):
-    return []
-  return sorted(int(n) for n in os.listdir(base)
-                if n.isdigit() and os.path.isdir(os.path.join(base, n)))
 
 
 def _check_collision(base: str, version: int, on_collision: str):
@@ -335,32 +293,11 @@ def apply_retention(base: str, keep: Optional[int], keep_best_by: Optional[str] 
 
 # ----- signatures -----
 
-def read_saved_model(export_dir: str) -> saved_model_pb2.SavedModel:
-  proto = saved_model_pb2.SavedModel()
-  with open(os.path.join(export_dir, 'saved_model.pb'), 'rb') as f:
-    proto.ParseFromString(f.read())
-  return proto
-
-
-def serve_signature_defs(export_dir: str) -> Dict[str, Any]:
-  """Signature name -> SignatureDef of the export's {serve} MetaGraph."""
-  return dict(_serve_meta_graph(read_saved_model(export_dir)).signature_def)
-
-
-def _serve_meta_graph(proto):
-  for mg in proto.meta_graphs:
-    if list(mg.meta_info_def.tags) == ['serve']:
-      return mg
-  raise SignatureError('export has no MetaGraph tagged exactly {serve}',
-                       value=[list(m.meta_info_def.tags) for m in proto.meta_graphs],
-                       fix='for TPUEstimator pass export_to_tpu=False')
-
-
 def _settle_signatures(export_dir: str, receiver_fn: receivers_lib.ServingReceiverFn,
                        aliases: Optional[Mapping[str, str]] = None):
   """Checks the exported signatures against the plan; removes misfed ones; adds aliases."""
   proto = read_saved_model(export_dir)
-  mg = _serve_meta_graph(proto)
+  mg = serve_meta_graph(proto)
   receivers = receiver_fn.parts()
   examples = [n for n, fn in receivers.items() if fn.is_single_string_input]
   removed = []
@@ -396,8 +333,7 @@ def _settle_signatures(export_dir: str, receiver_fn: receivers_lib.ServingReceiv
                            fix=f'the export has {sorted(mg.signature_def)}' +
                            did_you_mean(target, mg.signature_def))
     mg.signature_def[alias].CopyFrom(mg.signature_def[target])
-  with open(os.path.join(export_dir, 'saved_model.pb'), 'wb') as f:
-    f.write(proto.SerializeToString())
+  write_saved_model(export_dir, proto)
   return dict(mg.signature_def), removed
 
 
@@ -435,21 +371,7 @@ def _write_manifest(export_dir, estimator, ckpt, step, version, spec, signatures
       'metrics': {k: float(v) for k, v in (metrics or {}).items()},
       'validated': options.validate,
   }
-  extra = os.path.join(export_dir, 'assets.extra')
-  os.makedirs(extra, exist_ok=True)
-  path = os.path.join(extra, MANIFEST_FILENAME)
-  with open(path, 'w') as f:
-    json.dump(manifest, f, indent=2, sort_keys=True)
-  return path
-
-
-def read_manifest(export_dir: str) -> Dict[str, Any]:
-  """The manifest of a version directory, or {} if it has none."""
-  path = os.path.join(export_dir, 'assets.extra', MANIFEST_FILENAME)
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
+  return write_manifest(export_dir, manifest)
 
 
 def _estimator_version() -> str:

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
+from estimator_export import _saved_model as saved_model_lib
 from estimator_export import export as export_lib
 from estimator_export.errors import ExportError, did_you_mean
 
@@ -83,7 +84,7 @@ class ServingExporter(tf.estimator.Exporter):
     metrics = {k: float(v) for k, v in (eval_result or {}).items() if _is_scalar(v)}
     if self._strategy == BEST and not self._improves(export_path, metrics):
       return None
-    step = export_lib.checkpoint_step(checkpoint_path)
+    step = saved_model_lib.checkpoint_step(checkpoint_path)
     if os.path.isdir(os.path.join(export_path, str(step))):
       logger.info('exporter %s: step %d is already exported', self._name, step)
       return None
@@ -112,8 +113,8 @@ class ServingExporter(tf.estimator.Exporter):
 
   def _best_on_disk(self, export_path: str) -> Optional[float]:
     values = []
-    for v in export_lib.numeric_versions(export_path):
-      metric = export_lib.read_manifest(os.path.join(export_path, str(v))).get(
+    for v in saved_model_lib.numeric_versions(export_path):
+      metric = saved_model_lib.read_manifest(os.path.join(export_path, str(v))).get(
           'metrics', {}).get(self._metric)
       if metric is not None:
         values.append(metric)

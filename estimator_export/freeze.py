@@ -31,20 +31,19 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import tensorflow as tf
 
 from estimator_export import _freeze_graph as graph_lib
-from estimator_export import export as export_lib
 from estimator_export._freeze_core import (FreezeOptions, FreezeWarning, FrozenGraph,
                                            freeze_session, manifest_path)
 from estimator_export._frozen_predictor import FrozenPredictor, read_frozen_manifest
 from estimator_export._op_libraries import register_serving_op_libraries
+from estimator_export._saved_model import (DEFAULT_SIGNATURE, check_saved_model_dir,
+                                           resolve_checkpoint)
 from estimator_export.errors import (CheckpointNotFoundError, FreezeError, SignatureError,
                                      did_you_mean)
-from estimator_export.predictor import check_saved_model_dir
 
 __all__ = ['FreezeOptions', 'FreezeWarning', 'FrozenGraph', 'FrozenPredictor',
            'freeze_checkpoint', 'freeze_estimator', 'freeze_graph', 'freeze_graph_fn',
            'freeze_saved_model', 'manifest_path', 'read_frozen_manifest']
 
-DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 
 
 def _names(value: Union[None, str, Sequence[str]]) -> Tuple[str, ...]:
@@ -67,7 +66,7 @@ def _step(checkpoint: Optional[str]) -> Optional[int]:
 def _check_checkpoint(checkpoint: Optional[str], model_dir: Optional[str] = None) -> str:
   """export.resolve_checkpoint (a prefix, a directory, or model_dir's latest) as FreezeError."""
   try:
-    return export_lib.resolve_checkpoint(model_dir, os.fspath(checkpoint) if checkpoint else None)
+    return resolve_checkpoint(model_dir, os.fspath(checkpoint) if checkpoint else None)
   except CheckpointNotFoundError as e:
     raise FreezeError(e.what, value=e.value, fix=e.fix) from e
 

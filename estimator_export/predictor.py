@@ -37,15 +37,15 @@ import numpy as np
 import tensorflow as tf
 
 from estimator_export._op_libraries import register_serving_op_libraries
+from estimator_export._saved_model import DEFAULT_SIGNATURE, check_saved_model_dir
 from estimator_export.errors import ContractError, ExportError, SignatureError, did_you_mean
 
-__all__ = ['DEFAULT_SIGNATURE', 'InputSpec', 'Predictor', 'check_input_keys',
-           'check_saved_model_dir', 'signature_input_specs', 'tensor_info_spec', 'to_feed_array']
+__all__ = ['InputSpec', 'Predictor', 'check_input_keys', 'signature_input_specs',
+           'tensor_info_spec', 'to_feed_array']
 
 # A static shape: None for unknown rank, else a tuple with None for unknown dims.
 Shape = Optional[Tuple[Optional[int], ...]]
 
-DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # 'serving_default'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,40 +156,6 @@ def _check_shape(got: Tuple[int, ...], expected: Shape, what: str):
   wanted = ', '.join('-1' if d is None else str(d) for d in expected)
   raise SignatureError(f'{what} expects shape {expected} (None: any size)', value=got,
                        fix=f'feed an array of rank {len(expected)} and shape [{wanted}]')
-
-
-def check_saved_model_dir(export_dir: str):
-  """Raises ContractError unless export_dir holds saved_model.pb or .pbtxt.
-
-  When export_dir is a model base directory (numeric version subdirectories),
-  the error names its newest version.
-  """
-  if tf.saved_model.contains_saved_model(export_dir):
-    return
-  if not tf.io.gfile.isdir(export_dir):
-    what = 'is a file' if tf.io.gfile.exists(export_dir) else 'does not exist'
-    raise ContractError(f'SavedModel directory {what}', value=export_dir,
-                        fix='pass a SavedModel version directory, e.g. <base>/<version>')
-  newest = _newest_version_dir(export_dir)
-  if newest:
-    fix = (f'this is a model base directory with numeric versions; load its newest version '
-           f'{newest!r}')
-  else:
-    fix = 'pass the version directory that contains saved_model.pb'
-  raise ContractError('not a SavedModel directory (no saved_model.pb or saved_model.pbtxt)',
-                      value=export_dir, fix=fix)
-
-
-def _newest_version_dir(base: str) -> Optional[str]:
-  """The numerically highest <base>/<digits> SavedModel directory, or None.
-
-  The name is kept as written ('00000123'), which is why this does not reuse
-  export.numeric_versions (it returns ints).
-  """
-  names = [n.rstrip('/') for n in tf.io.gfile.listdir(base)]
-  versions = [n for n in names if n.isdigit()
-              and tf.saved_model.contains_saved_model(os.path.join(base, n))]
-  return os.path.join(base, max(versions, key=int)) if versions else None
 
 
 def _as_names(names: Union[str, Sequence[str]]) -> List[str]:

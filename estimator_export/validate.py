@@ -3,15 +3,15 @@
 Used by `export_for_serving` before a version is published, and by
 `estimator-export validate --dir DIR` on any export with a manifest.
 """
-import os
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from estimator_export import _saved_model as saved_model_lib
 from estimator_export import outputs as outputs_lib
 from estimator_export import receivers as receivers_lib
-from estimator_export.errors import ContractError, ExportError, ValidationError
+from estimator_export.errors import ExportError, ValidationError
 from estimator_export.features import FeatureSpec
 from estimator_export.predictor import Predictor
 
@@ -212,13 +212,10 @@ def assert_close(expected, actual, what: str, against: str, rtol: float, atol: f
 def validate_export(export_dir: str, samples: Optional[Mapping[str, Any]] = None,
                     rtol: float = 1e-4, atol: float = 1e-5) -> Dict[str, Dict[str, tuple]]:
   """Runs every signature of an export; returns name -> output key -> shape."""
-  from estimator_export import export as export_lib  # pylint: disable=g-import-not-at-top
-  if not os.path.isfile(os.path.join(export_dir, 'saved_model.pb')):
-    raise ContractError('not a SavedModel version directory', value=export_dir,
-                        fix='point at <base>/<version>, the directory with saved_model.pb')
-  manifest = export_lib.read_manifest(export_dir)
+  saved_model_lib.check_saved_model_dir(export_dir)
+  manifest = saved_model_lib.read_manifest(export_dir)
   spec = FeatureSpec.from_json(manifest['features']) if manifest.get('features') else None
-  sig_defs = export_lib.serve_signature_defs(export_dir)
+  sig_defs = saved_model_lib.serve_signature_defs(export_dir)
   kinds = {receiver_of(n): guess_kind(sig) for n, sig in sig_defs.items()
            if n.split(':')[-1] == outputs_lib.DEFAULT_KEY}
   with Predictor.from_saved_model(export_dir) as predictor:

@@ -24,6 +24,7 @@ from google.protobuf import message as message_lib
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
+from estimator_export import _saved_model as saved_model_lib
 from estimator_export import predictor as predictor_lib
 from estimator_export.errors import ContractError, SignatureError, ValidationError
 
@@ -59,7 +60,7 @@ def warmup_path(path_or_export_dir: str) -> str:
     return path
   if os.path.basename(os.path.normpath(path)) == ASSETS_EXTRA:
     return os.path.join(path, WARMUP_FILENAME)
-  predictor_lib.check_saved_model_dir(path)
+  saved_model_lib.check_saved_model_dir(path)
   return os.path.join(path, ASSETS_EXTRA, WARMUP_FILENAME)
 
 
@@ -268,7 +269,7 @@ def replay_warmup(predictor: predictor_lib.Predictor, logs: Iterable[PredictionL
     kind = _check_log_type(log, index, 'the replayed logs')
     for signature_name, run in _requests_of(log, kind):
       try:
-        run(predictor.for_signature(signature_name or predictor_lib.DEFAULT_SIGNATURE))
+        run(predictor.for_signature(signature_name or saved_model_lib.DEFAULT_SIGNATURE))
       except Exception as e:  # TF runtime errors and ExportErrors alike: say which record.
         raise ValidationError(f'warmup record {index} ({kind}, signature '
                               f'{signature_name!r}) failed to replay', value=str(e)[:500],

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 import estimator_export as ee
 from examples._common import prepare_output_dir
-from estimator_export import inspect as inspect_lib
+from estimator_export import contract as contract_lib
 from estimator_export.hooks import ProgressHook, show_export_progress
 
 FLAGS = flags.FLAGS
@@ -102,7 +102,7 @@ def run(output_dir: str, train_steps: int) -> ee.ExportResult:
         f'{result.warmup_records} warmup requests', flush=True)
 
   print('[3/4] signatures (saved_model_cli show --all format):', flush=True)
-  print(inspect_lib.show(result.path, show_all=True), flush=True)
+  print(contract_lib.show(result.path, show_all=True), flush=True)
 
   print('[4/4] in-process predictions:', flush=True)
   queries = np.array([[0.2, 0.3, 0.4], [1.0, 1.0, 1.0], [1.9, 1.8, 1.7]], np.float32)

@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 import estimator_export as ee
-from estimator_export import inspect as inspect_lib
+from estimator_export import contract as contract_lib
 from estimator_export.hooks import ProgressHook, show_export_progress
 
 FLAGS = flags.FLAGS
@@ -205,7 +205,7 @@ def run(output_dir: str, image_size: int = 384, train_steps: int = 300,
         f'{dict(result.signatures)}', flush=True)
 
   print(f'[3/5] estimator-export show --dir {result.path} --all', flush=True)
-  shown = inspect_lib.show(result.path, show_all=True)
+  shown = contract_lib.show(result.path, show_all=True)
   print(shown, end='', flush=True)
 
   print('[4/5] one request through estimator_export.Predictor:', flush=True)

@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 import estimator_export as ee
-from estimator_export import inspect as inspect_lib
+from estimator_export import contract as contract_lib
 
 FLAGS = flags.FLAGS
 
@@ -190,11 +190,11 @@ def run(output_dir: str, steps: int) -> Dict[str, Any]:
       print(f'      (b) Builder with tags {list(CUSTOM_TAGS)} -> {builder_dir}', flush=True)
       save_with_builder(session, model, builder_dir)
   for export_dir in (simple_dir, builder_dir):
-    tag_sets = inspect_lib.show(export_dir).strip().replace('\n', ' ')
+    tag_sets = contract_lib.show(export_dir).strip().replace('\n', ' ')
     print(f'      {os.path.basename(export_dir)}: {tag_sets}', flush=True)
   print(f'      saved_model_cli show --dir {builder_dir} --tag_set '
         f'{",".join(CUSTOM_TAGS)} --signature_def {SIGNATURE_NAME}:', flush=True)
-  print(_indented(inspect_lib.show(builder_dir, tag_set=CUSTOM_TAGS,
+  print(_indented(contract_lib.show(builder_dir, tag_set=CUSTOM_TAGS,
                                    signature_def=SIGNATURE_NAME)), flush=True)
 
   print('[3/4] loading each by its tags into a fresh graph:', flush=True)

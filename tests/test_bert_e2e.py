@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import estimator_export as ee
 from bert_example import client as client_lib

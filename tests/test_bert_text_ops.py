@@ -342,5 +342,5 @@ class TestServability:
     assert not set(defs) & set(servability.core_op_defs())
 
   def test_missing_saved_model(self, tmp_path):
-    with pytest.raises(ee.ValidationError, match='no saved_model.pb'):
+    with pytest.raises(ee.ContractError, match='no saved_model.pb'):
       servability.check_servability(str(tmp_path))

@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 
 import estimator_export as ee
-from estimator_export import inspect as inspect_lib
+from estimator_export import _saved_model as saved_model_lib
+from estimator_export import contract as contract_lib
 from examples import canned_classifier
 from examples import keypoints_export
 from examples import savedmodel_basics
@@ -26,7 +27,7 @@ REGRESS = 'tensorflow/serving/regress'
 
 def _signatures_by_tag_set(saved_model_dir):
   """{frozenset(tags): {signature name: method name}} read from saved_model.pb."""
-  proto = inspect_lib.read_saved_model(saved_model_dir)
+  proto = saved_model_lib.read_saved_model(saved_model_dir)
   return {frozenset(mg.meta_info_def.tags):
           {name: sig.method_name for name, sig in mg.signature_def.items()}
           for mg in proto.meta_graphs}
@@ -48,7 +49,7 @@ def test_savedmodel_basics_every_route_gives_the_same_answer(tmp_path):
       frozenset({'serve'}): {'serving_default': PREDICT}}
   assert _signatures_by_tag_set(result['builder_dir']) == {
       frozenset({'serve', 'custom_tag'}): {'predict': PREDICT}}
-  contract = inspect_lib.contract(result['builder_dir'])
+  contract = contract_lib.contract(result['builder_dir'])
   assert 'myInput' in str(contract) and 'myOutput' in str(contract)
 
   predictions = result['predictions']
@@ -105,7 +106,7 @@ def test_keypoints_export_trains_exports_and_serves(tmp_path, capsys):
   assert dict(export.signatures) == {'predict': PREDICT, 'serving_default': PREDICT}
 
   # The printed text is `estimator-export show --all`.
-  assert result['show'] == inspect_lib.show(export.path, show_all=True)
+  assert result['show'] == contract_lib.show(export.path, show_all=True)
   out = capsys.readouterr().out
   assert "signature_def['serving_default']:" in out
   assert "inputs['image'] tensor_info:" in out
@@ -132,7 +133,7 @@ def test_keypoints_export_trains_exports_and_serves(tmp_path, capsys):
 
 def test_keypoints_export_strips_default_attrs(tmp_path):
   result = keypoints_export.run(str(tmp_path), image_size=16, train_steps=2, eval_images=4)
-  graph_def = inspect_lib.read_saved_model(result['export'].path).meta_graphs[0].graph_def
+  graph_def = saved_model_lib.read_saved_model(result['export'].path).meta_graphs[0].graph_def
   convs = [node for node in graph_def.node if node.op == 'Conv2D']
   assert convs
   for node in convs:

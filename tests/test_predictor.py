@@ -288,7 +288,7 @@ class TestLoading:
   def test_not_a_saved_model(self, tmp_path):
     with pytest.raises(ContractError,
                        match=rf"not a SavedModel directory.*{re.escape(str(tmp_path))}'\. "
-                       r'Fix: pass the version directory'):
+                       r'Fix: point at a version directory'):
       Predictor.from_saved_model(str(tmp_path))
 
   def test_base_directory_suggests_newest_version(self, tmp_path):
@@ -296,8 +296,8 @@ class TestLoading:
       (tmp_path / version).mkdir()
       (tmp_path / version / 'saved_model.pb').write_bytes(b'')
     newest = re.escape(str(tmp_path / '10'))
-    with pytest.raises(ContractError, match=rf'numeric versions; load its newest version '
-                       rf"'{newest}'"):
+    with pytest.raises(ContractError, match=rf'numeric version\(s\); point at a version directory, '
+                       rf"e\.g\. its newest '{newest}'"):
       Predictor.from_saved_model(str(tmp_path))
 
   def test_unknown_tags(self, export_dir):
@@ -350,5 +350,5 @@ class TestHalfPlusTwo:
 
   def test_base_directory_suggests_version(self, tf_serving_testdata):
     base = os.path.join(tf_serving_testdata, 'saved_model_half_plus_two_cpu')
-    with pytest.raises(ContractError, match=r"load its newest version '.*00000123'"):
+    with pytest.raises(ContractError, match=r"its newest '.*00000123'"):
       Predictor.from_saved_model(base)

@@ -3,7 +3,6 @@
 The same assertions run through both clients, so they must agree; REST runs
 only once `estimator_export.serving.rest_service` exists.
 """
-import argparse
 import dataclasses
 import importlib
 import json
@@ -19,6 +18,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from estimator_export import cli
 from estimator_export.serving import client as client_lib
 from estimator_export.serving.client import GrpcClient, RestClient, ServingClientError
 from tests import toy
@@ -347,9 +347,7 @@ class TestReloadConfig:
 # ----- `estimator-export query` -----
 
 def _query(capsys, *argv):
-  parser = argparse.ArgumentParser()
-  client_lib.add_query_arguments(parser)
-  code = client_lib.run_query(parser.parse_args(list(argv)))
+  code = cli.main(['query'] + list(argv))
   captured = capsys.readouterr()
   return code, captured.out, captured.err
 

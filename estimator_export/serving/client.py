@@ -39,11 +39,13 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import regression_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from estimator_export._saved_model import DEFAULT_SIGNATURE
+from estimator_export.errors import EstimatorExportError
+
 Code = grpc.StatusCode
 INT32_MAX = 2**31 - 1
 DEFAULT_GRPC_TARGET = '127.0.0.1:8500'
 DEFAULT_REST_URL = 'http://127.0.0.1:8501'
-DEFAULT_SIGNATURE = 'serving_default'
 CLASSIFY_METHOD = 'tensorflow/serving/classify'
 REGRESS_METHOD = 'tensorflow/serving/regress'
 
@@ -62,7 +64,7 @@ _CONNECTION_FAILURES = ('failed to connect', 'connection refused', 'dns resoluti
                         'no route to host', 'end of tcp stream', 'connect failed')
 
 
-class ServingClientError(Exception):
+class ServingClientError(EstimatorExportError):
   """A failed request: the server's status, or a connection failure.
 
   Attributes:
@@ -744,32 +746,6 @@ class RestClient:
 
 # ----- `estimator-export query` -----
 
-_METHODS = ('predict', 'classify', 'regress', 'metadata', 'status')
-
-
-def add_query_arguments(parser) -> None:
-  """Adds the `query` flags to an argparse parser."""
-  parser.add_argument('--server', default=None,
-                      help=f'host:port of the model server (default {DEFAULT_GRPC_TARGET} for '
-                      f'gRPC, {DEFAULT_REST_URL} for REST)')
-  parser.add_argument('--protocol', choices=('grpc', 'rest'), default='grpc')
-  parser.add_argument('--model', required=True, help='model name')
-  parser.add_argument('--method', choices=_METHODS, default='predict')
-  parser.add_argument('--signature_name', default='', help='default: serving_default')
-  parser.add_argument('--version', type=int, default=None)
-  parser.add_argument('--version_label', default=None)
-  parser.add_argument('--inputs', default=None,
-                      help='Predict inputs as JSON (or @file): {"alias": value, ...}, or a bare '
-                      'value/list for a single-input signature; {"b64": ...} for bytes')
-  parser.add_argument('--examples', default=None,
-                      help='Classify/Regress examples as a JSON list of feature dicts (or @file)')
-  parser.add_argument('--context', default=None, help='a JSON feature dict shared by all examples')
-  parser.add_argument('--output_filter', default='', help='comma-separated output aliases')
-  parser.add_argument('--rest_format', choices=('columnar', 'row'), default='columnar',
-                      help='REST Predict request format')
-  parser.add_argument('--timeout', type=float, default=10.0, help='seconds')
-
-
 def _load_json(text: str, flag: str) -> Any:
   if text.startswith('@'):
     with open(text[1:]) as f:
@@ -884,16 +860,3 @@ def run_query(args) -> int:
   indent = 1 if args.method in ('metadata', 'status') else None
   print(json.dumps(_print_value(result), indent=indent))
   return 0
-
-
-def query_main(argv: Optional[List[str]] = None) -> int:
-  """Standalone entry point: `python -m estimator_export.serving.client --model m ...`."""
-  import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(prog='estimator-export query',
-                                   description='Query a TF Serving-compatible model server.')
-  add_query_arguments(parser)
-  return run_query(parser.parse_args(argv))
-
-
-if __name__ == '__main__':
-  raise SystemExit(query_main())

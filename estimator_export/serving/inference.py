@@ -19,11 +19,11 @@ from tensorflow_serving.apis import inference_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import regression_pb2
 
+from estimator_export._saved_model import DEFAULT_SIGNATURE
 from estimator_export.serving.manager import ModelManager
 from estimator_export.serving.servable import Servable
 from estimator_export.serving.status import Code, ServingError, invalid
 
-DEFAULT_SIGNATURE = 'serving_default'
 CLASSIFY, REGRESS = 'classify', 'regress'
 
 

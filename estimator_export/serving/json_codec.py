@@ -48,6 +48,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import grpc
 import numpy as np
 
+from estimator_export._saved_model import DEFAULT_SIGNATURE
 from estimator_export.serving.status import ServingError, tf_type_name
 
 __all__ = [
@@ -58,7 +59,6 @@ __all__ = [
 ]
 
 ROW, COLUMNAR = 'row', 'columnar'
-DEFAULT_SIGNATURE = 'serving_default'
 MAX_TENSOR_RANK = 32
 MAX_ECHO_CHARS = 64 * 1024
 _INVALID, _UNIMPLEMENTED = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNIMPLEMENTED

@@ -12,7 +12,6 @@ static shape in Python, which TF Serving accepts (half_plus_two answers
 `{"instances": [1.0, 2.0, 5.0]}` on an x of shape [-1, 1]), and costs several
 times more per call. If the method is missing, `Session.run` is used.
 """
-import os
 import threading
 from typing import Dict, Mapping, Optional, Sequence
 
@@ -20,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2
 
+from estimator_export import _saved_model as saved_model_lib
 from estimator_export._op_libraries import register_serving_op_libraries
 from estimator_export.serving.status import Code, ServingError, from_tf_error, tf_type_name
 
@@ -47,8 +47,7 @@ class Servable:
   def load(cls, name: str, version: int, path: str,
            session_config: Optional[tf.compat.v1.ConfigProto] = None) -> 'Servable':
     """Loads `path` (a version directory). Raises ServingError on failure."""
-    if not any(os.path.exists(os.path.join(path, f))
-               for f in ('saved_model.pb', 'saved_model.pbtxt')):
+    if saved_model_lib.saved_model_file(path) is None:
       raise ServingError(Code.NOT_FOUND,
                          f'Could not find SavedModel .pb or .pbtxt at supplied export '
                          f'directory path: {path}')

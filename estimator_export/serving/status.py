@@ -1,6 +1,8 @@
 """TF Serving's status codes and messages, for gRPC and REST alike."""
 import grpc
 
+from estimator_export.errors import EstimatorExportError
+
 Code = grpc.StatusCode
 
 # google.rpc code -> HTTP status, as TF Serving's REST handler maps them.
@@ -25,7 +27,7 @@ _TF_TYPE_NAMES = {1: 'float', 2: 'double', 3: 'int32', 4: 'uint8', 5: 'int16', 6
                   17: 'uint16', 18: 'complex128', 19: 'half', 22: 'uint32', 23: 'uint64'}
 
 
-class ServingError(Exception):
+class ServingError(EstimatorExportError):
   """A request failure with TF Serving's status code and message."""
 
   def __init__(self, code: grpc.StatusCode, message: str):

@@ -1,4 +1,4 @@
-"""Tests for estimator_export.inspect against the real saved_model_cli.
+"""Tests for estimator_export.contract against the real saved_model_cli.
 
 `show()` is compared with the output of TensorFlow's own `saved_model_cli show`
 code, run in one subprocess (TF is imported once, then `show()` of
@@ -26,7 +26,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from estimator_export import inspect as inspect_lib
+from estimator_export import contract as contract_lib
 from estimator_export.errors import ContractError
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -309,7 +309,7 @@ def test_show_matches_saved_model_cli(models, cli_output, name, kwargs):
     pytest.skip(_SKIP_REASON)
   expected = cli_output[_case_id(name, kwargs)]
   assert 'DRIVER ERROR' not in expected, expected
-  assert inspect_lib.show(models[name], **kwargs) == _sorted_ops(expected)
+  assert contract_lib.show(models[name], **kwargs) == _sorted_ops(expected)
 
 
 def test_driver_prints_what_the_saved_model_cli_executable_prints(cli_output):
@@ -321,19 +321,19 @@ def test_driver_prints_what_the_saved_model_cli_executable_prints(cli_output):
 
 
 def test_show_all_covers_every_feature_of_the_format(models):
-  text = inspect_lib.show(models['generated_tf1'], show_all=True)
+  text = contract_lib.show(models['generated_tf1'], show_all=True)
   assert text.startswith("\nMetaGraphDef with tag-set: 'eval' contains the following")
   assert "MetaGraphDef with tag-set: 'serve, gpu' contains" in text
   assert 'shape: unknown_rank' in text
   assert "The MetaGraph with tag set ['serve', 'gpu'] contains the following ops: {" in text
   assert text.endswith('\n')
-  tf2_text = inspect_lib.show(models['generated_tf2'], show_all=True)
+  tf2_text = contract_lib.show(models['generated_tf2'], show_all=True)
   assert "\nConcrete Functions:\n  Function Name: 'bare'\n" in tf2_text
   assert "Function Name: 'untraced'\n" in tf2_text
 
 
 def test_show_ops_line_is_sorted(models):
-  text = inspect_lib.show(models['generated_tf1'], show_all=True)
+  text = contract_lib.show(models['generated_tf1'], show_all=True)
   for match in _OPS_LINE.finditer(text):
     ops = list(ast.literal_eval(match.group(2))) if match.group(2) != 'set()' else []
     assert match.group(2) == ('{' + ', '.join(repr(op) for op in sorted(ops)) + '}'
@@ -342,9 +342,9 @@ def test_show_ops_line_is_sorted(models):
 
 def test_show_accepts_a_tag_sequence_in_any_order(models):
   path = models['generated_tf1']
-  expected = inspect_lib.show(path, tag_set='serve,gpu')
-  assert inspect_lib.show(path, tag_set=['gpu', 'serve']) == expected
-  assert inspect_lib.show(path, tag_set=' gpu , serve ') == expected
+  expected = contract_lib.show(path, tag_set='serve,gpu')
+  assert contract_lib.show(path, tag_set=['gpu', 'serve']) == expected
+  assert contract_lib.show(path, tag_set=' gpu , serve ') == expected
 
 
 # ----------------------------------------------------------------------------
@@ -357,7 +357,7 @@ def _dense(dtype: str, shape, name: str) -> Dict[str, Any]:
 
 
 def test_contract_of_generated_model(models):
-  contract = inspect_lib.contract(models['generated_tf1'])
+  contract = contract_lib.contract(models['generated_tf1'])
   assert contract['contract_version'] == 1
   assert contract['tag_sets'] == [['eval'], ['gpu', 'serve'], ['serve']]
   assert list(contract['signatures']) == ['eval', 'gpu,serve', 'serve']
@@ -388,14 +388,14 @@ def test_contract_of_generated_model(models):
 
 def test_contract_is_json_and_sorted(models):
   for name, path in sorted(models.items()):
-    contract = inspect_lib.contract(path)
+    contract = contract_lib.contract(path)
     text = json.dumps(contract)
     assert json.loads(text) == contract, name
     assert text == json.dumps(contract, sort_keys=True), name
 
 
 def test_contract_leaves_out_tf2_internal_signature(models):
-  contract = inspect_lib.contract(models['generated_tf2'])
+  contract = contract_lib.contract(models['generated_tf2'])
   assert list(contract['signatures']['serve']) == ['serving_default']
   assert contract['signatures']['serve']['serving_default']['inputs']['x']['shape'] == [-1, 1]
 
@@ -403,7 +403,7 @@ def test_contract_leaves_out_tf2_internal_signature(models):
 def test_contract_of_tf_serving_fixture(models):
   if 'half_plus_two' not in models:
     pytest.skip(_SKIP_REASON)
-  serve = inspect_lib.contract(models['half_plus_two'])['signatures']['serve']
+  serve = contract_lib.contract(models['half_plus_two'])['signatures']['serve']
   assert sorted(serve) == ['classify_x_to_y', 'regress_x2_to_y3', 'regress_x_to_y',
                            'regress_x_to_y2', 'serving_default']
   assert serve['classify_x_to_y'] == {
@@ -414,8 +414,8 @@ def test_contract_of_tf_serving_fixture(models):
 
 
 def test_contract_reads_pbtxt(models):
-  assert (inspect_lib.contract(models['generated_tf1_pbtxt'])
-          == inspect_lib.contract(models['generated_tf1']))
+  assert (contract_lib.contract(models['generated_tf1_pbtxt'])
+          == contract_lib.contract(models['generated_tf1']))
 
 
 # ----------------------------------------------------------------------------
@@ -535,29 +535,29 @@ def test_diff_contracts(mutate, expected):
   old = _base_contract()
   new = copy.deepcopy(old)
   mutate(new)
-  assert _as_tuples(inspect_lib.diff_contracts(old, new)) == expected
+  assert _as_tuples(contract_lib.diff_contracts(old, new)) == expected
   assert old == _base_contract()  # inputs are not modified
 
 
 def test_diff_contracts_without_changes():
-  assert inspect_lib.diff_contracts(_base_contract(), _base_contract()) == []
+  assert contract_lib.diff_contracts(_base_contract(), _base_contract()) == []
 
 
 def test_diff_contracts_survives_json_round_trip(models):
-  contract = inspect_lib.contract(models['generated_tf1'])
-  assert inspect_lib.diff_contracts(json.loads(json.dumps(contract)), contract) == []
+  contract = contract_lib.contract(models['generated_tf1'])
+  assert contract_lib.diff_contracts(json.loads(json.dumps(contract)), contract) == []
 
 
 def test_diff_contracts_rejects_non_contracts():
   with pytest.raises(ContractError, match=r"the new contract is not a contract dict: got "
                                           r"'list'\. Fix: pass what contract"):
-    inspect_lib.diff_contracts(_base_contract(), [])
+    contract_lib.diff_contracts(_base_contract(), [])
   with pytest.raises(ContractError, match=r'the old contract is not a contract dict'):
-    inspect_lib.diff_contracts({'tag_sets': []}, _base_contract())
+    contract_lib.diff_contracts({'tag_sets': []}, _base_contract())
 
 
 def test_diff_of_real_exports(models):
-  changes = inspect_lib.diff(models['generated_tf1'], models['generated_tf1_evolved'])
+  changes = contract_lib.diff(models['generated_tf1'], models['generated_tf1_evolved'])
   per_predict = [
       (_B, 'inputs/anything', 'dtype DT_INT64 -> DT_INT32'),
       (_B, 'inputs/anything', 'shape unknown_rank -> (-1) (narrowed)'),
@@ -575,24 +575,24 @@ def test_diff_of_real_exports(models):
   expected += [(k, f'serve/serving_default/{p}', d) for k, p, d in per_predict]
   expected += [(_C, 'train', 'tag-set added')]
   assert _as_tuples(changes) == expected
-  assert inspect_lib.diff(models['generated_tf1'], models['generated_tf1_pbtxt']) == []
+  assert contract_lib.diff(models['generated_tf1'], models['generated_tf1_pbtxt']) == []
 
 
 def test_format_changes():
   changes = [
-      inspect_lib.Change('breaking', f'{_SIG}/inputs/x', 'dtype DT_FLOAT -> DT_INT64'),
-      inspect_lib.Change('compatible', f'{_SIG}/outputs/z', 'output added'),
+      contract_lib.Change('breaking', f'{_SIG}/inputs/x', 'dtype DT_FLOAT -> DT_INT64'),
+      contract_lib.Change('compatible', f'{_SIG}/outputs/z', 'output added'),
   ]
-  assert inspect_lib.format_changes(changes) == (
+  assert contract_lib.format_changes(changes) == (
       'BREAKING  serve/serving_default/inputs/x: dtype DT_FLOAT -> DT_INT64\n'
       'compatible serve/serving_default/outputs/z: output added')
-  assert inspect_lib.format_changes([]) == 'no changes'
+  assert contract_lib.format_changes([]) == 'no changes'
 
 
 def test_change_is_frozen_and_json_friendly():
-  change = inspect_lib.Change('breaking', 'serve', 'tag-set removed')
+  change = contract_lib.Change('breaking', 'serve', 'tag-set removed')
   assert change.breaking
-  assert not inspect_lib.Change('compatible', 'serve', 'tag-set added').breaking
+  assert not contract_lib.Change('compatible', 'serve', 'tag-set added').breaking
   with pytest.raises(dataclasses.FrozenInstanceError):
     change.kind = 'compatible'
   assert json.loads(json.dumps(dataclasses.asdict(change))) == {
@@ -609,27 +609,27 @@ def test_model_base_directory_suggests_newest_version(tmp_path):
     (tmp_path / name).mkdir()
   (tmp_path / '12').write_text('a file, not a version directory')
   newest = re.escape(repr(str(tmp_path / '10')))
-  pattern = (rf"no saved_model\.pb or saved_model\.pbtxt in the directory: got "
-             rf"{re.escape(repr(str(tmp_path)))}\. Fix: point at a version directory.*"
-             rf"the newest of the 3 version\(s\) here is {newest}$")
+  pattern = (rf"no saved_model\.pb or saved_model\.pbtxt in it\): got "
+             rf"{re.escape(repr(str(tmp_path)))}\. Fix: this is a model base directory with 3 "
+             rf"numeric version\(s\); point at a version directory, e\.g\. its newest {newest}$")
   with pytest.raises(ContractError, match=pattern):
-    inspect_lib.show(str(tmp_path))
+    contract_lib.show(str(tmp_path))
   with pytest.raises(ContractError, match=pattern):
-    inspect_lib.contract(str(tmp_path))
+    contract_lib.contract(str(tmp_path))
 
 
 def test_directory_without_versions_says_to_point_at_a_version(tmp_path):
   with pytest.raises(ContractError, match=rf"no saved_model\.pb.*got "
                                           rf"{re.escape(repr(str(tmp_path)))}\. Fix: point at "
                                           r"a version directory .*e\.g\. /models/my_model/1"):
-    inspect_lib.show(str(tmp_path), show_all=True)
+    contract_lib.show(str(tmp_path), show_all=True)
 
 
 def test_missing_directory(tmp_path):
   missing = str(tmp_path / 'nope')
   with pytest.raises(ContractError, match=rf"does not exist: got {re.escape(repr(missing))}"
                                           r"\. Fix: point at an existing version directory"):
-    inspect_lib.contract(missing)
+    contract_lib.contract(missing)
 
 
 def test_file_instead_of_directory(models):
@@ -638,13 +638,13 @@ def test_file_instead_of_directory(models):
   with pytest.raises(ContractError, match=rf"not a file: got {re.escape(repr(pb))}\. Fix: "
                                           rf"pass the directory that holds saved_model\.pb: "
                                           rf"{parent}"):
-    inspect_lib.show(pb)
+    contract_lib.show(pb)
 
 
 def test_corrupt_saved_model(tmp_path):
   (tmp_path / 'saved_model.pb').write_bytes(b'\xff\xff\xff not a proto')
   with pytest.raises(ContractError, match=r'cannot parse the SavedModel file .*Fix: re-export'):
-    inspect_lib.contract(str(tmp_path))
+    contract_lib.contract(str(tmp_path))
 
 
 def test_unknown_tag_set_lists_available(models):
@@ -653,10 +653,10 @@ def test_unknown_tag_set_lists_available(models):
                                           rf"{re.escape(repr(path))}: got 'serv'\. Fix: use one "
                                           r"of the tag-sets: 'eval', 'gpu,serve', 'serve'\. "
                                           r"Did you mean 'serve'\?$"):
-    inspect_lib.show(path, tag_set='serv')
+    contract_lib.show(path, tag_set='serv')
   with pytest.raises(ContractError, match=r"got 'gpu'\. Fix: use one of the tag-sets: 'eval', "
                                           r"'gpu,serve', 'serve'\."):
-    inspect_lib.show(path, tag_set=['gpu'], signature_def='serving_default')
+    contract_lib.show(path, tag_set=['gpu'], signature_def='serving_default')
 
 
 def test_unknown_signature_lists_available(models):
@@ -665,8 +665,8 @@ def test_unknown_signature_lists_available(models):
                                           rf"of {re.escape(repr(path))}: got 'serving_defualt'\. "
                                           r"Fix: use one of the signatures: 'serving_default'\. "
                                           r"Did you mean 'serving_default'\?$"):
-    inspect_lib.show(path, tag_set='serve,gpu', signature_def='serving_defualt')
+    contract_lib.show(path, tag_set='serve,gpu', signature_def='serving_defualt')
   with pytest.raises(ContractError, match=r"got 'xyz'\. Fix: use one of the signatures: "
                                           r"'classify', 'regress', 'serving_default', "
                                           r"'sparse_and_ragged'\.$"):
-    inspect_lib.show(path, tag_set='serve', signature_def='xyz')
+    contract_lib.show(path, tag_set='serve', signature_def='xyz')

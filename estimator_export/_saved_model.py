@@ -1,0 +1,207 @@
+"""The bottom layer: SavedModel directories, protos, versions, manifests and checkpoints.
+
+Every other module reads SavedModels through here, so each rule exists once:
+
+    check_saved_model_dir(path)        # ContractError unless path holds saved_model.pb(txt)
+    read_saved_model(path)             # the SavedModel proto (binary or text)
+    serve_signature_defs(path)         # signature name -> SignatureDef of the {serve} graph
+    numeric_versions(base)             # [1, 2, 10]: what TF Serving would load
+    read_manifest(path)                # assets.extra/export_manifest.json, or {}
+    resolve_checkpoint(model_dir, ckpt)
+
+All file access goes through `tf.io.gfile`. Nothing here imports another module of
+this package except `errors`.
+"""
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import tensorflow as tf
+from google.protobuf import message as message_lib
+from google.protobuf import text_format
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from estimator_export.errors import CheckpointNotFoundError, ContractError, SignatureError
+
+DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # 'serving_default'
+SERVE_TAG = tf.saved_model.SERVING  # 'serve'
+SAVED_MODEL_PB = 'saved_model.pb'
+SAVED_MODEL_PBTXT = 'saved_model.pbtxt'
+ASSETS_EXTRA = 'assets.extra'
+MANIFEST_FILENAME = 'export_manifest.json'
+EXAMPLE_VERSION_DIR = '/models/my_model/1'
+
+
+# ----- is it a SavedModel? -----
+
+def saved_model_file(export_dir: str) -> Optional[str]:
+  """The path of saved_model.pb (preferred) or saved_model.pbtxt in export_dir, or None."""
+  for name in (SAVED_MODEL_PB, SAVED_MODEL_PBTXT):
+    path = os.path.join(export_dir, name)
+    if tf.io.gfile.exists(path):
+      return path
+  return None
+
+
+def check_saved_model_dir(export_dir: str) -> str:
+  """Returns the SavedModel file in export_dir; raises ContractError naming the fix.
+
+  A missing path, a file, and a model base directory (numeric versions below it:
+  the fix names the newest) each get their own message.
+  """
+  if not tf.io.gfile.exists(export_dir):
+    raise ContractError('SavedModel directory does not exist', value=export_dir,
+                        fix=f'point at an existing version directory, e.g. {EXAMPLE_VERSION_DIR}')
+  if not tf.io.gfile.isdir(export_dir):
+    parent = os.path.dirname(export_dir) or '.'
+    raise ContractError('expected a SavedModel directory, not a file', value=export_dir,
+                        fix=f'pass the directory that holds {SAVED_MODEL_PB}: {parent!r}')
+  found = saved_model_file(export_dir)
+  if found:
+    return found
+  versions = version_names(export_dir)
+  if versions:
+    newest = newest_version_dir(export_dir) or os.path.join(export_dir, max(versions, key=int))
+    fix = (f'this is a model base directory with {len(versions)} numeric version(s); point at '
+           f'a version directory, e.g. its newest {newest!r}')
+  else:
+    fix = (f'point at a version directory (one that holds {SAVED_MODEL_PB}), e.g. '
+           f'{EXAMPLE_VERSION_DIR}')
+  raise ContractError(f'not a SavedModel directory (no {SAVED_MODEL_PB} or '
+                      f'{SAVED_MODEL_PBTXT} in it)', value=export_dir, fix=fix)
+
+
+# ----- reading -----
+
+def read_saved_model(export_dir: str) -> saved_model_pb2.SavedModel:
+  """Parses saved_model.pb (or .pbtxt) of a version directory.
+
+  Raises:
+    ContractError: not a SavedModel directory (see check_saved_model_dir), or the file
+      is truncated or not a SavedModel.
+  """
+  path = check_saved_model_dir(export_dir)
+  saved_model = saved_model_pb2.SavedModel()
+  binary = path.endswith(SAVED_MODEL_PB)
+  with tf.io.gfile.GFile(path, 'rb' if binary else 'r') as f:
+    data = f.read()
+  try:
+    if binary:
+      saved_model.ParseFromString(data)
+    else:
+      text_format.Merge(data, saved_model)
+  except (message_lib.DecodeError, text_format.ParseError) as e:
+    raise ContractError(f'cannot parse the SavedModel file ({e})', value=path,
+                        fix='re-export the model; the file is truncated or not a '
+                        'SavedModel') from e
+  return saved_model
+
+
+def write_saved_model(export_dir: str, saved_model: saved_model_pb2.SavedModel) -> None:
+  """Writes `saved_model` as export_dir/saved_model.pb."""
+  with tf.io.gfile.GFile(os.path.join(export_dir, SAVED_MODEL_PB), 'wb') as f:
+    f.write(saved_model.SerializeToString())
+
+
+def serve_meta_graph(saved_model: saved_model_pb2.SavedModel) -> meta_graph_pb2.MetaGraphDef:
+  """The MetaGraph tagged exactly {serve} (the one TF Serving loads)."""
+  for meta_graph in saved_model.meta_graphs:
+    if list(meta_graph.meta_info_def.tags) == [SERVE_TAG]:
+      return meta_graph
+  raise SignatureError('export has no MetaGraph tagged exactly {serve}',
+                       value=[list(m.meta_info_def.tags) for m in saved_model.meta_graphs],
+                       fix='for TPUEstimator pass export_to_tpu=False')
+
+
+def serve_signature_defs(export_dir: str) -> Dict[str, meta_graph_pb2.SignatureDef]:
+  """Signature name -> SignatureDef of the export's {serve} MetaGraph."""
+  return dict(serve_meta_graph(read_saved_model(export_dir)).signature_def)
+
+
+# ----- versions -----
+
+def version_names(base: str) -> List[str]:
+  """Names of the numeric subdirectories of base, as written ('007' stays '007')."""
+  if not tf.io.gfile.isdir(base):
+    return []
+  names = (n.rstrip('/') for n in tf.io.gfile.listdir(base))
+  return [n for n in names if n.isdigit() and tf.io.gfile.isdir(os.path.join(base, n))]
+
+
+def numeric_versions(base: str) -> List[int]:
+  """Sorted integer versions under `base` (what TF Serving would load)."""
+  return sorted(int(n) for n in version_names(base))
+
+
+def newest_version_dir(base: str) -> Optional[str]:
+  """<base>/<the numerically highest version holding a SavedModel>, or None."""
+  names = [n for n in version_names(base) if saved_model_file(os.path.join(base, n))]
+  return os.path.join(base, max(names, key=int)) if names else None
+
+
+# ----- manifest -----
+
+def manifest_path(export_dir: str) -> str:
+  return os.path.join(export_dir, ASSETS_EXTRA, MANIFEST_FILENAME)
+
+
+def read_manifest(export_dir: str) -> Dict[str, Any]:
+  """The manifest of a version directory, or {} if it has none."""
+  path = manifest_path(export_dir)
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path, 'r') as f:
+    return json.load(f)
+
+
+def write_manifest(export_dir: str, manifest: Dict[str, Any]) -> str:
+  """Writes assets.extra/export_manifest.json; returns its path."""
+  tf.io.gfile.makedirs(os.path.join(export_dir, ASSETS_EXTRA))
+  path = manifest_path(export_dir)
+  with tf.io.gfile.GFile(path, 'w') as f:
+    f.write(json.dumps(manifest, indent=2, sort_keys=True))
+  return path
+
+
+# ----- checkpoints -----
+
+def resolve_checkpoint(model_dir: Optional[str], checkpoint_path: Optional[str]) -> str:
+  """An explicit checkpoint (prefix or directory) or the latest in model_dir."""
+  if checkpoint_path:
+    if tf.io.gfile.isdir(checkpoint_path):
+      found = tf.train.latest_checkpoint(checkpoint_path)
+      if not found:
+        raise CheckpointNotFoundError(
+            'no checkpoint in directory', value=checkpoint_path,
+            fix="looked for a 'checkpoint' state file naming model.ckpt-N; train first or "
+            'pass the checkpoint prefix, e.g. .../model.ckpt-1000')
+      return found
+    if not tf.io.gfile.exists(checkpoint_path + '.index'):
+      raise CheckpointNotFoundError(
+          'checkpoint not found', value=checkpoint_path,
+          fix=f'no {os.path.basename(checkpoint_path)}.index beside it; give a prefix '
+          'such as model_dir/model.ckpt-1000 (without .index/.data)')
+    return checkpoint_path
+  found = tf.train.latest_checkpoint(model_dir) if model_dir else None
+  if not found:
+    raise CheckpointNotFoundError(
+        'no checkpoint to export in model_dir', value=model_dir,
+        fix="looked for a 'checkpoint' state file naming model.ckpt-N.index there; train "
+        'the estimator first or pass checkpoint_path (a warm-start checkpoint is never '
+        'used implicitly)')
+  return found
+
+
+def checkpoint_step(checkpoint_path: str) -> int:
+  """The checkpoint's global_step, or 0 when it has none."""
+  try:
+    return int(tf.train.load_variable(checkpoint_path, 'global_step'))
+  except (tf.errors.NotFoundError, ValueError):
+    return 0
+
+
+__all__: Sequence[str] = (
+    'DEFAULT_SIGNATURE', 'SERVE_TAG', 'check_saved_model_dir', 'checkpoint_step',
+    'newest_version_dir', 'numeric_versions', 'read_manifest', 'read_saved_model',
+    'resolve_checkpoint', 'saved_model_file', 'serve_meta_graph', 'serve_signature_defs',
+    'version_names', 'write_manifest', 'write_saved_model')

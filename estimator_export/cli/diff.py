@@ -1,0 +1,34 @@
+"""`estimator-export diff`: what changed between two exports, for TF Serving's clients."""
+import json
+
+from estimator_export.cli import _common
+
+
+def add_parser(subparsers) -> None:
+  parser = _common.add_command(
+      subparsers, 'diff', summary='compare the serving contracts of two exports',
+      description='Compares the signatures, inputs and outputs of two SavedModels and lists '
+      'each change as breaking (an existing client would fail: a signature, input or output '
+      'removed, a dtype changed, a shape narrowed, a new required input) or compatible.\n\n'
+      'exit status:\n'
+      '  0  compatible: no change, or only changes existing clients survive\n'
+      '  1  breaking: at least one change breaks existing clients\n'
+      '  2  error: a directory is missing or is not a SavedModel, or a flag is wrong',
+      examples=['estimator-export diff /models/classifier/1000 /models/classifier/2000',
+                'estimator-export diff --json OLD_DIR NEW_DIR > changes.json'])
+  parser.add_argument('old_dir', help='the SavedModel version directory clients use today')
+  parser.add_argument('new_dir', help='the candidate SavedModel version directory')
+  parser.add_argument('--json', action='store_true',
+                      help='print the changes as a JSON list of {kind, path, detail}')
+  parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+  from estimator_export import contract  # pylint: disable=g-import-not-at-top
+  changes = contract.diff(args.old_dir, args.new_dir)
+  if args.json:
+    print(json.dumps([c.__dict__ for c in changes], indent=2))
+  else:
+    print(contract.format_changes(changes))
+  breaking = any(c.kind == contract.BREAKING for c in changes)
+  return _common.EXIT_FAILED if breaking else _common.EXIT_OK

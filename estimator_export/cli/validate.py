@@ -1,0 +1,37 @@
+"""`estimator-export validate`: run every signature of an export and check they agree."""
+from estimator_export.cli import _common
+
+
+def add_parser(subparsers) -> None:
+  parser = _common.add_command(
+      subparsers, 'validate', summary='run every signature of an export on sample inputs',
+      description='Loads the export, runs each signature on the given samples (or on inputs '
+      "built from the export's manifest and signatures), and checks that the raw-tensor and "
+      'tf.Example paths of the same model agree within the tolerances. Exit 0 when every '
+      'signature ran and agreed, 2 otherwise.',
+      examples=['estimator-export validate --dir /models/classifier/1000',
+                'estimator-export validate --dir /models/classifier/1000 '
+                '--samples \'{"x": [[1.0, 2.0, 3.0]], "n": [1]}\' --rtol 1e-4',
+                'estimator-export validate --dir /models/classifier/1000 --samples @samples.json'])
+  parser.add_argument('--dir', required=True, metavar='DIR',
+                      help='the SavedModel version directory (the one holding saved_model.pb)')
+  parser.add_argument('--samples', metavar='JSON',
+                      help='sample inputs as a JSON object of feature name -> list of rows, '
+                      'or @file.json (default: values from the manifest or zeros)')
+  parser.add_argument('--rtol', type=float, default=1e-4,
+                      help='relative tolerance when signatures are compared (default: 1e-4)')
+  parser.add_argument('--atol', type=float, default=1e-5,
+                      help='absolute tolerance when signatures are compared (default: 1e-5)')
+  parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+  samples = _common.load_json_arg(args.samples, 'samples', '{"x": [[1.0, 2.0, 3.0]]}')
+  if samples is not None and not isinstance(samples, dict):
+    raise _common.UsageError(f'--samples must be a JSON object of feature name -> rows: got '
+                             f'a {type(samples).__name__}. Fix: pass {{"x": [[1.0, 2.0]]}}')
+  from estimator_export import validate  # pylint: disable=g-import-not-at-top
+  report = validate.validate_export(args.dir, samples=samples, rtol=args.rtol, atol=args.atol)
+  for name, shapes in report.items():
+    print(f'{name}: ok ' + ', '.join(f'{k}{list(v)}' for k, v in sorted(shapes.items())))
+  return _common.EXIT_OK
