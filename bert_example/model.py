@@ -25,7 +25,7 @@ The training-only features label_ids and is_real_example never appear in a
 serving signature.
 """
 import dataclasses
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -251,9 +251,3 @@ def encode_ids(tokenizer: tokenization.FullTokenizer, max_seq_length: int,
 def string_array(texts: Sequence[tokenization.TextLike]) -> np.ndarray:
   """object [n] of UTF-8 bytes: what the text signatures take."""
   return np.array([tokenization.to_text(t).encode('utf-8') for t in texts], object)
-
-
-def probabilities_by_label(probabilities: Sequence[float], labels: Sequence[str]
-                          ) -> Mapping[str, float]:
-  """{label name: probability} for one row of the probabilities output."""
-  return {label: float(p) for label, p in zip(labels, probabilities)}

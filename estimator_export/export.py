@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from estimator_export import outputs as outputs_lib
 from estimator_export import receivers as receivers_lib
+from estimator_export import servability
 from estimator_export import validate as validate_lib
 from estimator_export import warmup as warmup_lib
 from estimator_export._saved_model import (checkpoint_step, numeric_versions, read_manifest,
@@ -71,6 +72,10 @@ class ExportOptions:
     signature_aliases: alias -> existing signature name; each alias is a
       copy of its target under a shorter name (e.g. {'text': 'text:predict'}),
       validated on the target's samples and checked to give its outputs.
+    check_servable: before publishing, check every op and attr of the graph
+      against what the real TF Serving 2.15.1 links (TF 2.15 + TF Text
+      2.12.1); an op it lacks fails the export (UnservableGraphError) and
+      nothing is published.
   """
   version: Union[int, str] = 'step'
   on_collision: str = 'error'
@@ -85,6 +90,7 @@ class ExportOptions:
   warmup_records_per_signature: int = 1
   model_name: str = 'default'
   signature_aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  check_servable: bool = False
 
   def __post_init__(self):
     if not (isinstance(self.version, int) and self.version >= 0) and self.version not in (
@@ -193,6 +199,8 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
           logger.info('export: parity with estimator.predict on %d output(s)', compared)
         if logs:  # Replay the file exactly as TF Serving will read it.
           warmup_lib.replay_warmup(predictor, warmup_lib.read_warmup_requests(written))
+    if options.check_servable:
+      logger.info('export: %s', servability.assert_servable(written))
     manifest_path = _write_manifest(written, estimator, ckpt, step, version, spec, signatures,
                                     removed, label_vocabulary, metrics, options)
     final = _publish(written, base, version, options.on_collision)

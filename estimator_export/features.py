@@ -362,12 +362,3 @@ def _to_tf_feature(feature: Feature, value: Any) -> tf.train.Feature:
   if feature.example_dtype == tf.int64:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in flat]))
   return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in flat]))
-
-
-def check_features_match(spec: FeatureSpec, model_features: Mapping[str, Any]):
-  """Raises if a model_fn was handed features missing a declared serving feature."""
-  missing = [n for n in spec.serving_names if n not in model_features]
-  if missing:
-    raise FeatureError('the model_fn got no value for declared feature(s)', value=missing,
-                       fix=f'the receiver provided {sorted(model_features)}; make it provide '
-                       'every serving feature of the FeatureSpec')

@@ -70,6 +70,10 @@ def define_export_flags(flag_values: flags.FlagValues, export_dir_default: str =
   flags.DEFINE_bool('validate_export', True,
                     'Reload the export and run every signature before publishing it.',
                     flag_values=flag_values)
+  flags.DEFINE_bool('export_check_servable', False,
+                    'Before publishing, check that TF Serving 2.15.1 has every op the export '
+                    'uses (TF 2.15 + TF Text 2.12.1); fail the export if not.',
+                    flag_values=flag_values)
   flags.DEFINE_float('export_rtol', 1e-4, 'Relative tolerance of export parity checks.',
                      flag_values=flag_values)
   flags.DEFINE_float('export_atol', 1e-5, 'Absolute tolerance of export parity checks.',
@@ -103,6 +107,6 @@ def export_settings_from_flags(flag_values: flags.FlagValues) -> ExportSettings:
       higher_is_better=fv.export_higher_is_better, validate=fv.validate_export,
       warmup=fv.warmup_requests > 0,
       warmup_records_per_signature=max(1, fv.warmup_requests),
-      rtol=fv.export_rtol, atol=fv.export_atol)
+      rtol=fv.export_rtol, atol=fv.export_atol, check_servable=fv.export_check_servable)
   return ExportSettings(do_export=fv.do_export, export_dir=fv.export_dir, formats=formats,
                         options=options)

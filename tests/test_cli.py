@@ -104,6 +104,110 @@ class TestCli:
     assert out.returncode == 0 and 'show' in out.stdout and 'diff' in out.stdout
 
 
+class TestUserErrors:
+  """A user's mistake exits 2 with `estimator-export CMD: error: ...`, never a traceback."""
+
+  def _assert_user_error(self, out, command, *fragments):
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert 'Traceback' not in out.stderr
+    assert f'estimator-export {command}: error: ' in out.stderr
+    for fragment in fragments:
+      assert fragment in out.stderr
+
+  def test_corrupt_saved_model_pb(self, exports, tmp_path):
+    broken = tmp_path / '1'
+    shutil.copytree(exports[0], broken)
+    (broken / 'saved_model.pb').write_bytes(b'\x0a\xff\xff not a proto')
+    self._assert_user_error(cli('show', '--dir', str(broken)), 'show',
+                            'cannot parse the SavedModel file', 'Fix: re-export')
+    self._assert_user_error(cli('servable', str(broken)), 'servable',
+                            'cannot parse the SavedModel file')
+
+  def test_missing_directory(self, tmp_path):
+    missing = str(tmp_path / 'nope')
+    self._assert_user_error(cli('validate', '--dir', missing), 'validate',
+                            'does not exist', missing, 'Fix:')
+
+  def test_model_base_directory_names_its_newest_version(self, exports):
+    base = os.path.dirname(exports[0])
+    self._assert_user_error(cli('show', '--dir', base, '--all'), 'show',
+                            f"its newest '{exports[1]}'")
+
+  def test_bad_flag(self):
+    out = cli('diff', '--no_such_flag', 'a', 'b')
+    self._assert_user_error(out, 'diff', '--no_such_flag')
+
+  def test_bad_samples_json(self, exports):
+    self._assert_user_error(cli('validate', '--dir', exports[0], '--samples', '{"x": [1,'),
+                            'validate', '--samples is not valid JSON', 'Fix:')
+
+  def test_missing_samples_file(self, exports, tmp_path):
+    self._assert_user_error(
+        cli('validate', '--dir', exports[0], '--samples', f'@{tmp_path / "none.json"}'),
+        'validate', 'none.json')
+
+
+class TestNewCommands:
+
+  def test_validate_with_samples_and_tolerances(self, exports):
+    samples = json.dumps({k: v.tolist() for k, v in toy.SAMPLES.items()})
+    out = cli('validate', '--dir', exports[0], '--samples', samples, '--rtol', '1e-3',
+              '--atol', '1e-4')
+    assert out.returncode == 0, out.stderr
+    assert 'examples:predict: ok' in out.stdout
+
+  def test_servable_export(self, exports):
+    out = cli('servable', exports[0])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith('servable on TF Serving 2.15.1')
+
+  def test_query_takes_model_name(self):
+    from estimator_export import cli as cli_lib  # pylint: disable=g-import-not-at-top
+    args = cli_lib.build_parser().parse_args(['query', '--model_name', 'm', '--inputs', '[1]'])
+    assert args.model == 'm'
+
+
+class TestHelp:
+  """--help and --version work without TensorFlow; every flag is documented."""
+
+  def test_help_imports_no_tensorflow(self):
+    code = ('import sys, contextlib, io\n'
+            'import estimator_export.cli as cli\n'
+            'with contextlib.redirect_stdout(io.StringIO()):\n'
+            '  try:\n'
+            '    cli.main(["--help"])\n'
+            '  except SystemExit:\n'
+            '    pass\n'
+            'print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]' and out.stderr == ''
+
+  def test_version(self):
+    out = cli('--version')
+    assert out.returncode == 0 and out.stdout.strip() == 'estimator-export 0.1.0'
+
+  def test_every_subcommand_and_argument_is_documented(self):
+    import argparse  # pylint: disable=g-import-not-at-top
+    from estimator_export import cli as cli_lib  # pylint: disable=g-import-not-at-top
+    parser = cli_lib.build_parser()
+    subparsers = next(a for a in parser._actions  # pylint: disable=protected-access
+                      if isinstance(a, argparse._SubParsersAction))  # pylint: disable=protected-access
+    assert sorted(subparsers.choices) == sorted(cli_lib.SUBCOMMANDS)
+    for name, sub in subparsers.choices.items():
+      assert sub.description and 'examples:' in sub.epilog, name
+      assert f'estimator-export {name}' in sub.epilog, name
+      for action in sub._actions:  # pylint: disable=protected-access
+        assert action.help, f'{name} {action.option_strings or action.dest} has no help'
+
+  def test_diff_help_documents_exit_codes(self):
+    out = cli('diff', '--help')
+    assert out.returncode == 0
+    for line in ('0  compatible', '1  breaking', '2  error'):
+      assert line in out.stdout
+
+
 class TestServeAndQuery:
 
   def test_serve_query_and_stop(self, exports, tmp_path):

@@ -180,6 +180,31 @@ class TestExportForServing:
     del model
 
 
+class TestCheckServable:
+  """ExportOptions.check_servable: ops TF Serving 2.15.1 lacks fail the export."""
+
+  def test_core_ops_pass_and_publish(self, trained_toy, tmp_path):
+    result = _export(trained_toy, tmp_path, version=1, check_servable=True)
+    assert _listing(tmp_path) == ['1'] and result.version == 1
+
+  def test_op_newer_than_tf_text_2_12_1_publishes_nothing(self, trained_toy, tmp_path):
+    tf_text = pytest.importorskip('tensorflow_text')
+    _, estimator = trained_toy
+
+    class Binarized(toy.ToyClassifier):
+      def predictions(self, features, mode, params):
+        out = super().predictions(features, mode, params)
+        bits = tf_text.utf8_binarize(tf.strings.as_string(features['n']))  # TF Text 2.13+
+        out['logits'] += 0.0 * tf.reduce_sum(bits, axis=-1, keepdims=True)
+        return out
+
+    model = Binarized()
+    with pytest.raises(ee.UnservableGraphError, match=r"TFText>Utf8Binarize"):
+      model.export_for_serving(model.make_estimator(estimator.model_dir), str(tmp_path),
+                               samples=toy.SAMPLES, check_servable=True)
+    assert _listing(tmp_path) == []
+
+
 class TestSignatureChecks:
 
   def test_classify_without_example_receiver_is_an_error(self, trained_toy, tmp_path):

@@ -25,12 +25,13 @@ class TestExportFlags:
     settings = export_flags.export_settings_from_flags(_parse(
         '--do_export', '--export_dir=/tmp/m', '--export_formats=example',
         '--export_version=42', '--export_on_collision=bump', '--exports_to_keep=0',
-        '--warmup_requests=0', '--novalidate_export', '--export_rtol=0.01'))
+        '--warmup_requests=0', '--novalidate_export', '--export_rtol=0.01',
+        '--export_check_servable'))
     assert settings.do_export and settings.export_dir == '/tmp/m'
     assert settings.receiver_kind == 'example'
     opts = settings.options
     assert (opts.version, opts.on_collision, opts.keep, opts.warmup, opts.validate,
-            opts.rtol) == (42, 'bump', None, False, False, 0.01)
+            opts.rtol, opts.check_servable) == (42, 'bump', None, False, False, 0.01, True)
 
   def test_keep_best_by(self):
     opts = export_flags.export_settings_from_flags(_parse(

@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
   """Runs the command line; returns the exit code (argparse exits 2 on bad flags)."""
-  args = build_parser().parse_args(argv)
+  args, unknown = build_parser().parse_known_args(argv)
+  if unknown:  # Reported by the subcommand's parser: `estimator-export CMD: error: ...`.
+    args.subparser.error(f'unrecognized arguments: {" ".join(unknown)}')
   return _common.run_reporting_errors(args.command, args.run, args)
 
 

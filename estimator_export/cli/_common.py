@@ -17,9 +17,11 @@ def add_command(subparsers, name: str, *, summary: str, description: str,
                 examples: Sequence[str], **kwargs) -> argparse.ArgumentParser:
   """Adds subcommand `name` with a one-line summary, a description and examples."""
   epilog = 'examples:\n' + '\n'.join(f'  {line}' for line in examples)
-  return subparsers.add_parser(
+  parser = subparsers.add_parser(
       name, help=summary, description=description, epilog=epilog, allow_abbrev=False,
       formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+  parser.set_defaults(subparser=parser)  # So errors name the subcommand (main).
+  return parser
 
 
 def load_json_arg(text: Optional[str], flag: str, example: str) -> Any:
