@@ -25,7 +25,7 @@ by row. How the Python rules become ops:
   * Words longer than 100 characters become [UNK] before WordPiece (the op's
     own limit counts bytes).
 
-Graph ops: core TF plus that one TF Text op (see `bert_example/servability.py`).
+Graph ops: core TF plus that one TF Text op (see `estimator_export/servability.py`).
 """
 import functools
 import unicodedata

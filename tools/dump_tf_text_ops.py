@@ -2,13 +2,13 @@
 
 TF Serving 2.15.1 links TF Text 2.12.1's `ops_lib`, so a SavedModel served there
 may use core TF ops plus exactly those TF Text 2.12.1 ops (with their attrs).
-`bert_example/servability.py` checks graphs against that set; this script made
-its data file `bert_example/op_defs/tf_text_2_12_1_ops.pbtxt`:
+`estimator_export/servability.py` checks graphs against that set; this script made
+its data file `estimator_export/op_defs/tf_text_2_12_1_ops.pbtxt`:
 
     python3.11 -m venv /tmp/tftext212
     /tmp/tftext212/bin/pip install tensorflow==2.12.1 tensorflow-text==2.12.1
     /tmp/tftext212/bin/python tools/dump_tf_text_ops.py \
-        --output bert_example/op_defs/tf_text_2_12_1_ops.pbtxt
+        --output estimator_export/op_defs/tf_text_2_12_1_ops.pbtxt
 
 The ops dumped are those registered after `import tensorflow_text` minus those
 registered before it (core TF). Summaries and descriptions are dropped to keep
