@@ -1,10 +1,9 @@
-"""Tests for serving.client: GrpcClient and RestClient against real servers on real ports.
+"""Tests for estimator_export.client: GrpcClient and RestClient against real servers on real
+ports, and the `estimator-export query` command.
 
-The same assertions run through both clients, so they must agree; REST runs
-only once `estimator_export.serving.rest_service` exists.
+The same assertions run through both clients, so they must agree.
 """
 import dataclasses
-import importlib
 import json
 import os
 
@@ -19,8 +18,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from estimator_export import cli
-from estimator_export.serving import client as client_lib
-from estimator_export.serving.client import GrpcClient, RestClient, ServingClientError
+from estimator_export import client as client_lib
+from estimator_export.client import GrpcClient, RestClient, ServingClientError
 from tests import toy
 from tests.test_serving_grpc import EmbeddedServer
 from tests.test_serving_grpc import free_port
@@ -55,12 +54,6 @@ def grpc_server(entries):
 @pytest.fixture(scope='module')
 def rest_server(entries, tmp_path_factory):
   """The full embedded server (gRPC + REST), started like `estimator-export serve`."""
-  try:
-    importlib.import_module('estimator_export.serving.rest_service')
-  except ModuleNotFoundError as e:
-    if e.name != 'estimator_export.serving.rest_service':
-      raise  # Present but broken: fail, do not skip.
-    pytest.skip('REST service not built yet')
   from estimator_export.serving import config as config_lib  # pylint: disable=g-import-not-at-top
   from estimator_export.serving import server as server_lib  # pylint: disable=g-import-not-at-top
   config = model_server_config_pb2.ModelServerConfig()
