@@ -396,6 +396,51 @@ class TestQuery:
     assert (code, out) == (1, '')
     assert 'NOT_FOUND: Servable not found for request: Latest(foo)' in err
 
+  def test_multi_inference(self, capsys, grpc_server):
+    code, out, _ = _query(capsys, '--server', grpc_server.target, '--model', 'half_plus_two',
+                          '--method', 'multi_inference', '--task', 'regress_x_to_y:regress',
+                          '--task', 'classify_x_to_y:classify', '--examples', '[{"x": 2.0}]')
+    assert (code, json.loads(out)) == (0, [
+        {'signature_name': 'regress_x_to_y', 'method': 'regress', 'results': [3.0]},
+        {'signature_name': 'classify_x_to_y', 'method': 'classify', 'results': [[['', 3.0]]]}])
+
+  def test_multi_inference_of_an_exported_model_with_context(self, capsys, grpc_server):
+    code, out, err = _query(capsys, '--server', grpc_server.target, '--model', 'toy', '--method',
+                            'multi_inference', '--task', 'examples:classify:classify',
+                            '--task', 'examples:regress:regress',
+                            '--examples', '[{"x": [1.0, 2.0, 3.0]}, {}]',
+                            '--context', '{"n": 1, "x": [4.0, 5.0, 6.0]}')
+    assert code == 0, err
+    classify, regress = json.loads(out)
+    assert classify['signature_name'] == 'examples:classify'
+    assert [[label for label, _ in entry] for entry in classify['results']] == [['neg', 'pos']] * 2
+    np.testing.assert_allclose(regress['results'],
+                               [score for (_, _), (_, score) in classify['results']], rtol=1e-5)
+
+  def test_multi_inference_server_error(self, capsys, grpc_server):
+    code, out, err = _query(capsys, '--server', grpc_server.target, '--model', 'half_plus_two',
+                            '--method', 'multi_inference', '--task', 'nope:regress',
+                            '--examples', '[{"x": 2.0}]')
+    assert (code, out) == (1, '')
+    assert 'INVALID_ARGUMENT' in err
+
+  @pytest.mark.parametrize('flags,expected', [
+      (['--protocol', 'rest', '--task', 'regress_x_to_y:regress'], 'gRPC only'),
+      ([], 'needs at least one --task'),
+      (['--task', 'regress_x_to_y:predict'], "got 'regress_x_to_y:predict'"),
+      (['--task', 'regress_x_to_y:regress', '--signature_name', 's'], 'does not apply'),
+  ])
+  def test_multi_inference_usage_errors(self, capsys, flags, expected):
+    code, out, err = _query(capsys, '--server', f'127.0.0.1:{free_port()}', '--model', 'm',
+                            '--method', 'multi_inference', '--examples', '[{"x": 2.0}]',
+                            *flags)
+    assert (code, out) == (2, '') and expected in err and 'Fix:' in err
+
+  def test_task_without_multi_inference(self, capsys):
+    code, _, err = _query(capsys, '--server', f'127.0.0.1:{free_port()}', '--model', 'm',
+                          '--task', 'regress_x_to_y:regress', '--inputs', '[1.0]')
+    assert code == 2 and '--task applies only to --method=multi_inference' in err
+
   def test_bad_json(self, capsys, server_flags):
     code, _, err = _query(capsys, *server_flags, '--model', 'half_plus_two',
                           '--inputs', '{x: 1}')

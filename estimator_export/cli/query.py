@@ -12,7 +12,8 @@ from typing import Any, Mapping
 
 from estimator_export.cli import _common
 
-METHODS = ('predict', 'classify', 'regress', 'metadata', 'status')
+METHODS = ('predict', 'classify', 'regress', 'multi_inference', 'metadata', 'status')
+TASK_METHODS = ('classify', 'regress')
 
 
 def add_parser(subparsers) -> None:
@@ -27,6 +28,9 @@ def add_parser(subparsers) -> None:
                 'estimator-export query --protocol rest --server http://127.0.0.1:8501 '
                 '--model_name classifier --method classify --signature_name examples:classify '
                 "--examples '[{\"x\": [1.0, 2.0, 3.0]}]'",
+                'estimator-export query --model_name half_plus_two --method multi_inference '
+                '--task regress_x_to_y:regress --task classify_x_to_y:classify '
+                "--examples '[{\"x\": 2.0}]'",
                 'estimator-export query --model_name classifier --method metadata'])
   parser.add_argument('--server', default=None, metavar='ADDRESS',
                       help='the model server: host:port for gRPC (default 127.0.0.1:8500), a URL '
@@ -47,7 +51,11 @@ def add_parser(subparsers) -> None:
                       help='Predict inputs as JSON (or @file): {"alias": value, ...}, or a bare '
                       'value/list for a single-input signature; {"b64": ...} for bytes')
   parser.add_argument('--examples', default=None, metavar='JSON',
-                      help='Classify/Regress examples as a JSON list of feature dicts (or @file)')
+                      help='Classify/Regress/MultiInference examples as a JSON list of feature '
+                      'dicts (or @file)')
+  parser.add_argument('--task', action='append', default=[], metavar='SIGNATURE:METHOD',
+                      help='one MultiInference task, METHOD classify or regress (repeat the '
+                      'flag for each task; gRPC only, TF Serving has no REST route for it)')
   parser.add_argument('--context', default=None, metavar='JSON',
                       help='a JSON feature dict shared by all examples')
   parser.add_argument('--output_filter', default='', metavar='ALIASES',
@@ -154,11 +162,50 @@ def _scores(classifications) -> list:
           for entry in classifications]
 
 
+def _tasks(args) -> list:
+  """--task SIGNATURE:METHOD flags -> [(signature, method)] (signatures may hold ':')."""
+  if args.protocol == 'rest':
+    raise _common.UsageError(
+        "--method=multi_inference is gRPC only: TF Serving 2.15's REST API has no "
+        'multi_inference route. Fix: drop --protocol rest (gRPC is the default), or call '
+        '--method classify / regress once per signature over REST')
+  if args.signature_name:
+    raise _common.UsageError(
+        f'--signature_name does not apply to --method=multi_inference: got '
+        f'{args.signature_name!r}. Fix: name each signature in a --task SIGNATURE:METHOD flag')
+  if not args.task:
+    raise _common.UsageError('--method=multi_inference needs at least one --task. Fix: add '
+                             '--task SIGNATURE:classify or --task SIGNATURE:regress per task')
+  tasks = []
+  for task in args.task:
+    signature, _, method = task.rpartition(':')
+    if not signature or method not in TASK_METHODS:
+      raise _common.UsageError(f'--task must be SIGNATURE:METHOD with METHOD classify or '
+                               f'regress: got {task!r}. Fix: e.g. --task '
+                               'classify_x_to_y:classify')
+    tasks.append((signature, method))
+  return tasks
+
+
+def _multi_inference(client, args) -> list:
+  """One MultiInference call; per task {signature_name, method, results}."""
+  tasks = _tasks(args)
+  examples, context = _examples(args)
+  results = client.multi_inference(args.model, tasks, examples, context, args.version,
+                                   args.version_label)
+  return [{'signature_name': signature, 'method': method,
+           'results': _scores(result) if method == 'classify' else result}
+          for (signature, method), result in zip(tasks, results)]
+
+
 def _query(client, args) -> Any:
   """Makes the one call --method names; returns the result to print."""
   from estimator_export.client import GrpcClient  # pylint: disable=g-import-not-at-top
   from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
   method = args.method
+  if args.task and method != 'multi_inference':
+    raise _common.UsageError(f'--task applies only to --method=multi_inference: got --method='
+                             f'{method}. Fix: drop --task, or pass --method multi_inference')
   if method == 'status':
     return client.status(args.model, args.version)
   if method == 'metadata':
@@ -177,6 +224,8 @@ def _query(client, args) -> Any:
                             args.version_label, output_filter)
     return client.predict(args.model, inputs, args.signature_name, args.version,
                           args.version_label, output_filter, request_format=args.rest_format)
+  if method == 'multi_inference':
+    return _multi_inference(client, args)
   examples, context = _examples(args)
   call = client.classify if method == 'classify' else client.regress
   result = call(args.model, examples, args.signature_name, context, args.version,
