@@ -5,5 +5,6 @@
 
 The `estimator-export query` command that lived here is estimator_export.cli.query.
 """
-from estimator_export.client import *  # noqa: F401,F403  pylint: disable=wildcard-import,unused-wildcard-import
+# pylint: disable=wildcard-import,unused-wildcard-import
+from estimator_export.client import *  # noqa: F401,F403
 from estimator_export.client import __all__  # noqa: F401
