@@ -23,7 +23,7 @@ import numpy as np
 
 from bert_example import model as model_lib
 from bert_example import tokenization
-from estimator_export.serving.client import GrpcClient, RestClient, ServingClientError
+from estimator_export.client import GrpcClient, RestClient, ServingClientError
 
 FLAGS = flags.FLAGS
 

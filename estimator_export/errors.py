@@ -18,7 +18,8 @@ class EstimatorExportError(Exception):
 
   Its families: `ExportError` (exporting, freezing, contracts, config files; these carry
   `what`, `value` and `fix`), `serving.status.ServingError` (a request the server refuses,
-  with TF Serving's status code) and `client.ServingClientError` (a failed client call).
+  with TF Serving's status code), `client.ServingClientError` (a failed client call) and
+  `ClientInputError` (a value the client cannot turn into a request).
   """
 
 
@@ -71,6 +72,14 @@ class ContractError(ExportError):
 
 class FreezeError(ExportError):
   """A graph cannot be frozen, optimised or compressed, or the result differs from the model."""
+
+
+class ClientInputError(ExportError, ValueError, TypeError):
+  """A value the client cannot put into a request (a ragged list, mixed feature values, ...).
+
+  Raised before anything is sent. It is a ValueError and a TypeError because the
+  client raised those bare before; callers that catch either still do.
+  """
 
 
 class ConfigError(ExportError, ValueError):

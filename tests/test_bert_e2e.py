@@ -16,7 +16,7 @@ from bert_example import model as model_lib
 from bert_example import modeling
 from bert_example import pipeline
 from bert_example import servability
-from estimator_export.serving.client import GrpcClient, RestClient, ServingClientError
+from estimator_export.client import GrpcClient, RestClient, ServingClientError
 from estimator_export.serving.server import create_server
 
 pytest.importorskip('tensorflow_text', reason='the text signature needs tensorflow-text')

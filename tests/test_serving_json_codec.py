@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from estimator_export.serving import _json_request
+from estimator_export.serving import _json_response
+from estimator_export.serving import _json_text
 from estimator_export.serving import json_codec
 from estimator_export.serving.json_codec import CodecError
 
@@ -272,13 +275,13 @@ class TestPredictRequest:
       shape = [rng.randint(0, 3) for _ in range(rng.randint(0, 3))]
       value = nested(shape, leaves[dtype])
       try:
-        exact_shape, exact_values = json_codec._fill_exact(value, dtype)
-        exact = json_codec._to_array(exact_values, exact_shape, dtype)
+        exact_shape, exact_values = _json_request._fill_exact(value, dtype)
+        exact = _json_request._to_array(exact_values, exact_shape, dtype)
       except CodecError as e:
-        assert message(json_codec._tensor, value, dtype) == e.message
+        assert message(_json_request._tensor, value, dtype) == e.message
         continue
-      fast = json_codec._fast_array(value, json_codec._dense_shape(value), dtype)
-      for array in [a for a in (fast, json_codec._tensor(value, dtype)) if a is not None]:
+      fast = _json_request._fast_array(value, _json_request._dense_shape(value), dtype)
+      for array in [a for a in (fast, _json_request._tensor(value, dtype)) if a is not None]:
         assert array.dtype == exact.dtype and array.shape == exact.shape
         assert array.tolist() == exact.tolist()
 
@@ -318,15 +321,15 @@ class TestFloatFormat:
         10.0**np.arange(-45, 39), 9.0 * 10.0**np.arange(-45, 38), [0, -0.0, 16777216, 9999995,
                                                                   999999.5, 123456.5]]
     ).astype(np.float32)
-    expected = [json_codec._decimal_text(float(v), False) for v in values]
-    assert json_codec._float_strings(values, False) == expected
+    expected = [_json_text.decimal_text(float(v), False) for v in values]
+    assert _json_response._float_strings(values, False) == expected
 
   def test_vectorised_float64_matches_reference(self):
     rng = np.random.default_rng(8)
     values = np.concatenate([rng.standard_normal(5000), np.exp(rng.uniform(-700, 700, 5000)),
                              np.round(rng.standard_normal(2000), 4), [1e16, 1e17, 0.1, 5e-324]])
-    expected = [json_codec._decimal_text(float(v), True) for v in values]
-    assert json_codec._float_strings(values, True) == expected
+    expected = [_json_text.decimal_text(float(v), True) for v in values]
+    assert _json_response._float_strings(values, True) == expected
 
 
 class TestPredictResponse:
@@ -459,6 +462,35 @@ class TestClassifyRegressRequest:
   ])
   def test_messages(self, request_body, expected):
     assert message(self.parse, request_body).endswith(expected)
+
+
+  def test_examples_serialize_as_deterministic_tf_examples(self):
+    _, (first,) = self.parse({'examples': [{'b': [1.5, 2.25], 'a': [1, -2], 's': 'x'}]})
+    _, (second,) = self.parse({'examples': [{'s': 'x', 'a': [1, -2], 'b': [1.5, 2.25]}]})
+    expected = tf.train.Example()
+    expected.features.feature['a'].int64_list.value.extend([1, -2])
+    expected.features.feature['b'].float_list.value.extend([1.5, 2.25])
+    expected.features.feature['s'].bytes_list.value.append(b'x')
+    assert first == second == expected.SerializeToString(deterministic=True)
+    assert self.parse({'examples': [{}]})[1] == [b'']
+
+  def test_a_feature_name_that_is_not_utf8_is_left_out(self):
+    obj = json_codec.parse_json_body(b'{"examples": [{"\xff": [1], "x": [2.0]}]}')
+    _, (example,) = json_codec.parse_classify_regress_request(obj, 'regress')
+    assert list(tf.train.Example.FromString(example).features.feature) == ['x']
+    obj = json_codec.parse_json_body(b'{"examples": [{"\xff": [null]}]}')
+    assert message(json_codec.parse_classify_regress_request, obj, 'regress').endswith(
+        'has element with unexpected JSON type: Null')
+
+
+def test_caller_mistakes_are_codec_errors_naming_the_value_and_the_fix():
+  obj = json_codec.parse_json_body(b'{"examples": [{}]}')
+  for call, args in ((json_codec.parse_classify_regress_request, (obj, 'predict')),
+                     (json_codec.format_classify_response, (None, None)),
+                     (json_codec.parse_predict_request, (obj, {'x': np.dtype('M8[s]')}))):
+    error = error_of(call, *args)
+    assert error.code == grpc.StatusCode.INTERNAL and 'got ' in error.message
+    assert 'Fix: ' in error.message
 
 
 NAN = float('nan')

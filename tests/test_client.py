@@ -1,10 +1,9 @@
-"""Tests for serving.client: GrpcClient and RestClient against real servers on real ports.
+"""Tests for estimator_export.client: GrpcClient and RestClient against real servers on real
+ports, and the `estimator-export query` command.
 
-The same assertions run through both clients, so they must agree; REST runs
-only once `estimator_export.serving.rest_service` exists.
+The same assertions run through both clients, so they must agree.
 """
 import dataclasses
-import importlib
 import json
 import os
 
@@ -19,8 +18,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from estimator_export import cli
-from estimator_export.serving import client as client_lib
-from estimator_export.serving.client import GrpcClient, RestClient, ServingClientError
+from estimator_export import client as client_lib
+from estimator_export.client import GrpcClient, RestClient, ServingClientError
 from tests import toy
 from tests.test_serving_grpc import EmbeddedServer
 from tests.test_serving_grpc import free_port
@@ -55,12 +54,6 @@ def grpc_server(entries):
 @pytest.fixture(scope='module')
 def rest_server(entries, tmp_path_factory):
   """The full embedded server (gRPC + REST), started like `estimator-export serve`."""
-  try:
-    importlib.import_module('estimator_export.serving.rest_service')
-  except ModuleNotFoundError as e:
-    if e.name != 'estimator_export.serving.rest_service':
-      raise  # Present but broken: fail, do not skip.
-    pytest.skip('REST service not built yet')
   from estimator_export.serving import config as config_lib  # pylint: disable=g-import-not-at-top
   from estimator_export.serving import server as server_lib  # pylint: disable=g-import-not-at-top
   config = model_server_config_pb2.ModelServerConfig()
@@ -402,6 +395,51 @@ class TestQuery:
     code, out, err = _query(capsys, *server_flags, '--model', 'foo', '--inputs', '[1.0]')
     assert (code, out) == (1, '')
     assert 'NOT_FOUND: Servable not found for request: Latest(foo)' in err
+
+  def test_multi_inference(self, capsys, grpc_server):
+    code, out, _ = _query(capsys, '--server', grpc_server.target, '--model', 'half_plus_two',
+                          '--method', 'multi_inference', '--task', 'regress_x_to_y:regress',
+                          '--task', 'classify_x_to_y:classify', '--examples', '[{"x": 2.0}]')
+    assert (code, json.loads(out)) == (0, [
+        {'signature_name': 'regress_x_to_y', 'method': 'regress', 'results': [3.0]},
+        {'signature_name': 'classify_x_to_y', 'method': 'classify', 'results': [[['', 3.0]]]}])
+
+  def test_multi_inference_of_an_exported_model_with_context(self, capsys, grpc_server):
+    code, out, err = _query(capsys, '--server', grpc_server.target, '--model', 'toy', '--method',
+                            'multi_inference', '--task', 'examples:classify:classify',
+                            '--task', 'examples:regress:regress',
+                            '--examples', '[{"x": [1.0, 2.0, 3.0]}, {}]',
+                            '--context', '{"n": 1, "x": [4.0, 5.0, 6.0]}')
+    assert code == 0, err
+    classify, regress = json.loads(out)
+    assert classify['signature_name'] == 'examples:classify'
+    assert [[label for label, _ in entry] for entry in classify['results']] == [['neg', 'pos']] * 2
+    np.testing.assert_allclose(regress['results'],
+                               [score for (_, _), (_, score) in classify['results']], rtol=1e-5)
+
+  def test_multi_inference_server_error(self, capsys, grpc_server):
+    code, out, err = _query(capsys, '--server', grpc_server.target, '--model', 'half_plus_two',
+                            '--method', 'multi_inference', '--task', 'nope:regress',
+                            '--examples', '[{"x": 2.0}]')
+    assert (code, out) == (1, '')
+    assert 'INVALID_ARGUMENT' in err
+
+  @pytest.mark.parametrize('flags,expected', [
+      (['--protocol', 'rest', '--task', 'regress_x_to_y:regress'], 'gRPC only'),
+      ([], 'needs at least one --task'),
+      (['--task', 'regress_x_to_y:predict'], "got 'regress_x_to_y:predict'"),
+      (['--task', 'regress_x_to_y:regress', '--signature_name', 's'], 'does not apply'),
+  ])
+  def test_multi_inference_usage_errors(self, capsys, flags, expected):
+    code, out, err = _query(capsys, '--server', f'127.0.0.1:{free_port()}', '--model', 'm',
+                            '--method', 'multi_inference', '--examples', '[{"x": 2.0}]',
+                            *flags)
+    assert (code, out) == (2, '') and expected in err and 'Fix:' in err
+
+  def test_task_without_multi_inference(self, capsys):
+    code, _, err = _query(capsys, '--server', f'127.0.0.1:{free_port()}', '--model', 'm',
+                          '--task', 'regress_x_to_y:regress', '--inputs', '[1.0]')
+    assert code == 2 and '--task applies only to --method=multi_inference' in err
 
   def test_bad_json(self, capsys, server_flags):
     code, _, err = _query(capsys, *server_flags, '--model', 'half_plus_two',
