@@ -11,7 +11,6 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_text as tf_text
 
 import estimator_export as ee
 from estimator_export import servability
