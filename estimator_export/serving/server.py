@@ -104,15 +104,21 @@ class ModelServer:
     if monitoring is not None and monitoring.prometheus_enable:
       from estimator_export.serving import monitoring as monitoring_lib  # pylint: disable=g-import-not-at-top
       self.metrics = monitoring_lib.ServingMetrics()
+    ssl = opts.ssl_config()
     self.manager = ModelManager(opts.model_configs(), poll_seconds=opts.file_system_poll_wait_seconds,
-                                on_load=self._on_load_hooks())
+                                on_load=self._on_load_hooks(),
+                                session_config=opts.session_config())
     self.service = InferenceService(self.manager, self.metrics)
     self.manager.start()
     self._grpc_server, self.grpc_port = grpc_service.create_grpc_server(
         self.service, self.manager, host=opts.host, port=opts.port,
-        max_message_bytes=opts.grpc_max_message_bytes)
+        max_workers=opts.grpc_max_threads or 16, max_message_bytes=opts.grpc_max_message_bytes,
+        socket_path=opts.grpc_socket_path, channel_arguments=opts.grpc_channel_arguments,
+        credentials=ssl.server_credentials() if ssl else None)
     self._grpc_server.start()
     logger.info('Running gRPC ModelServer at %s:%d ...', opts.host, self.grpc_port)
+    if opts.grpc_socket_path:
+      logger.info('Running gRPC ModelServer at UNIX socket %s ...', opts.grpc_socket_path)
     if opts.rest_api_port is not None:  # None: no REST (the CLI's --rest_api_port=0).
       self._start_rest()
     if opts.model_config_file and opts.model_config_file_poll_wait_seconds > 0:
@@ -223,7 +229,12 @@ def create_server(options: Optional['config_lib.ServerOptions'] = None, **overri
   options = options or config_lib.ServerOptions()
   if overrides:
     options = dataclasses.replace(options, **overrides)
-  return ModelServer(options).start()
+  server = ModelServer(options)
+  try:
+    return server.start()
+  except BaseException:
+    server.stop(grace=0)  # What did start (model loads, the gRPC server) must not linger.
+    raise
 
 
 def wait_for_port(host: str, port: int, timeout: float = 30.0):
