@@ -161,6 +161,26 @@ def test_rest_port_none_serves_grpc_only(half_plus_two):
   assert_refused(port)
 
 
+def test_grpc_socket_path_and_channel_arguments(half_plus_two, tmp_path):
+  """--grpc_socket_path serves gRPC on unix:PATH too; --grpc_channel_arguments reach the server."""
+  socket_path = str(tmp_path / 'tf-serving.sock')
+  options = config_lib.options_from_flags({
+      'port': 0, 'model_name': 'half_plus_two', 'model_base_path': half_plus_two,
+      'grpc_socket_path': socket_path,
+      'grpc_channel_arguments': 'grpc.max_receive_message_length=64,grpc.primary_user_agent=t'})
+  assert options.grpc_channel_arguments == (('grpc.max_receive_message_length', 64),
+                                            ('grpc.primary_user_agent', 't'))
+  with server_lib.create_server(options) as server:
+    with grpc.insecure_channel(f'unix:{socket_path}') as channel:
+      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+      response = stub.Predict(predict_request('half_plus_two', [[2.0]]), timeout=TIMEOUT)
+      assert tf.make_ndarray(response.outputs['y']).tolist() == [[3.0]]
+      with pytest.raises(grpc.RpcError) as info:  # Over the 64-byte limit set above.
+        stub.Predict(predict_request('half_plus_two', [[2.0]] * 100), timeout=TIMEOUT)
+      assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert grpc_predict(server.grpc_port, 'half_plus_two', [[1.0]]).outputs['y'].float_val
+
+
 def test_graceful_stop_lets_in_flight_requests_finish(slow_model):
   server = start(model_name='slow', model_base_path=slow_model)
   ports = (server.rest_port, server.grpc_port)

@@ -160,8 +160,8 @@ def create_grpc_server(service: InferenceService, manager: ModelManager,
     max_message_bytes: the send and receive limit.
     socket_path: also listen on this Unix domain socket (--grpc_socket_path),
       as TF Serving does with `unix:PATH`.
-    channel_arguments: (key, value) pairs given to the server after
-      TF Serving's own (--grpc_channel_arguments), so they can override them.
+    channel_arguments: (key, value) pairs for the server
+      (--grpc_channel_arguments); they override the settings above.
     credentials: TLS credentials for every port (--ssl_config_file); None:
       insecure.
 
@@ -171,14 +171,15 @@ def create_grpc_server(service: InferenceService, manager: ModelManager,
   Raises:
     OSError: an address cannot be bound.
   """
-  options = [
-      ('grpc.max_send_message_length', max_message_bytes),
-      ('grpc.max_receive_message_length', max_message_bytes),
-      ('grpc.so_reuseport', 0),
-  ] + [tuple(argument) for argument in channel_arguments]
+  options = {
+      'grpc.max_send_message_length': max_message_bytes,
+      'grpc.max_receive_message_length': max_message_bytes,
+      'grpc.so_reuseport': 0,
+  }
+  options.update(channel_arguments)  # A key given twice to gRPC keeps its first value.
   server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                   thread_name_prefix='grpc-serving'),
-                       options=options)
+                       options=list(options.items()))
   add_services(server, service, manager)
   address = f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
   bound = _add_port(server, address, credentials,
