@@ -37,7 +37,7 @@ from typing import Any, List, Mapping, Optional, Tuple, Union
 from estimator_export.errors import ConfigError
 from estimator_export.serving.config_models import (
     INT32_MAX, INT64_MAX, INT64_MIN, TENSORFLOW_PLATFORM, All, Latest, ModelConfig, Specific,
-    VersionPolicy, _require_bool, _require_int, check_unique_names, load_model_config_file,
+    VersionPolicy, require_bool, require_int, check_unique_names, load_model_config_file,
     model_config_from_flags, model_configs_from_protos, models_config_for_exports,
     parse_model_config_text, read_text, substitute, validate_model_configs,
     write_models_config)
@@ -161,9 +161,9 @@ class ServerOptions:
       if value is not None:
         value = os.fspath(value)
       object.__setattr__(self, name, value or None)
-    _require_int('port', self.port, minimum=0, maximum=65535)
+    require_int('port', self.port, minimum=0, maximum=65535)
     if self.rest_api_port is not None:
-      _require_int('rest_api_port', self.rest_api_port, minimum=0, maximum=65535)
+      require_int('rest_api_port', self.rest_api_port, minimum=0, maximum=65535)
       if self.rest_api_port and self.rest_api_port == self.port:
         raise ConfigError('server_options.http_port cannot be same as grpc_port. Please use a '
                           'different port for HTTP/REST API.', field='rest_api_port',
@@ -172,20 +172,20 @@ class ServerOptions:
     if not isinstance(self.model_name, str) or not self.model_name:
       raise ConfigError('model_name must be a non-empty string', field='model_name',
                         value=self.model_name)
-    _require_int('model_config_file_poll_wait_seconds',
+    require_int('model_config_file_poll_wait_seconds',
                  self.model_config_file_poll_wait_seconds, minimum=INT64_MIN)
-    _require_int('file_system_poll_wait_seconds', self.file_system_poll_wait_seconds,
+    require_int('file_system_poll_wait_seconds', self.file_system_poll_wait_seconds,
                  minimum=INT64_MIN)
-    _require_int('num_request_iterations_for_warmup', self.num_request_iterations_for_warmup,
+    require_int('num_request_iterations_for_warmup', self.num_request_iterations_for_warmup,
                  minimum=0)
-    _require_int('rest_api_timeout_in_ms', self.rest_api_timeout_in_ms, minimum=1)
-    _require_int('grpc_max_message_bytes', self.grpc_max_message_bytes, minimum=1,
+    require_int('rest_api_timeout_in_ms', self.rest_api_timeout_in_ms, minimum=1)
+    require_int('grpc_max_message_bytes', self.grpc_max_message_bytes, minimum=1,
                  maximum=INT32_MAX)
     if self.grpc_max_threads is not None:
-      _require_int('grpc_max_threads', self.grpc_max_threads, minimum=1, maximum=INT32_MAX)
+      require_int('grpc_max_threads', self.grpc_max_threads, minimum=1, maximum=INT32_MAX)
     for name in ('tensorflow_session_parallelism', 'tensorflow_intra_op_parallelism',
                  'tensorflow_inter_op_parallelism'):
-      _require_int(name, getattr(self, name), minimum=0)
+      require_int(name, getattr(self, name), minimum=0)
     fraction = self.per_process_gpu_memory_fraction
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
         0.0 <= fraction <= 1.0):
@@ -194,7 +194,7 @@ class ServerOptions:
     object.__setattr__(self, 'grpc_channel_arguments',
                        tuple((str(k), v) for k, v in self.grpc_channel_arguments))
     for name in ('enable_batching', 'enable_model_warmup', 'rest_api_enable_cors_support'):
-      _require_bool(name, getattr(self, name))
+      require_bool(name, getattr(self, name))
     if self.batching_parameters_file and not self.enable_batching:
       raise ConfigError('server_options.batching_parameters_file is set without setting '
                         'server_options.enable_batching to true.',

@@ -41,7 +41,7 @@ INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 TENSORFLOW_PLATFORM = 'tensorflow'
 
 
-def _require_int(name: str, value: Any, minimum: Optional[int] = None,
+def require_int(name: str, value: Any, minimum: Optional[int] = None,
                  maximum: int = INT64_MAX) -> int:
   """`value` as an int in [minimum, maximum], else ConfigError naming `name`."""
   if isinstance(value, bool) or not isinstance(value, int):
@@ -52,7 +52,7 @@ def _require_int(name: str, value: Any, minimum: Optional[int] = None,
   return value
 
 
-def _require_bool(name: str, value: Any) -> bool:
+def require_bool(name: str, value: Any) -> bool:
   if not isinstance(value, bool):
     raise ConfigError(f'{name} must be True or False', field=name, value=value)
   return value
@@ -76,7 +76,7 @@ class Latest:
   num_versions: int = 1
 
   def __post_init__(self):
-    _require_int('Latest.num_versions', self.num_versions, minimum=1)
+    require_int('Latest.num_versions', self.num_versions, minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Specific:
   versions: FrozenSet[int] = frozenset()
 
   def __post_init__(self):
-    versions = frozenset(_require_int('Specific.versions', v, minimum=INT64_MIN)
+    versions = frozenset(require_int('Specific.versions', v, minimum=INT64_MIN)
                          for v in self.versions)
     object.__setattr__(self, 'versions', versions)
 
@@ -182,7 +182,7 @@ class ModelConfig:
       if not isinstance(label, str) or not label:
         raise ConfigError(f'Model {self.name} has an empty or non-string version label',
                           field='version_labels', value=label)
-      labels[label] = _require_int(f'version_labels[{label!r}] of model {self.name}', version,
+      labels[label] = require_int(f'version_labels[{label!r}] of model {self.name}', version,
                                    minimum=INT64_MIN)
     object.__setattr__(self, 'version_labels', _Labels(labels))
 

@@ -20,7 +20,7 @@ from typing import Optional, Tuple
 from estimator_export.errors import ConfigError
 from estimator_export.serving import _protos
 from estimator_export.serving import _textproto
-from estimator_export.serving.config_models import _require_bool, _require_int, read_text
+from estimator_export.serving.config_models import require_bool, require_int, read_text
 
 logger = logging.getLogger('estimator_export.serving')
 
@@ -68,19 +68,19 @@ class BatchingParameters:
   max_execution_batch_size: Optional[int] = None
 
   def __post_init__(self):
-    _require_int('max_batch_size', self.max_batch_size, minimum=1)
-    _require_int('batch_timeout_micros', self.batch_timeout_micros, minimum=0)
-    _require_int('max_enqueued_batches', self.max_enqueued_batches, minimum=0)
+    require_int('max_batch_size', self.max_batch_size, minimum=1)
+    require_int('batch_timeout_micros', self.batch_timeout_micros, minimum=0)
+    require_int('max_enqueued_batches', self.max_enqueued_batches, minimum=0)
     if self.num_batch_threads is not None:
-      _require_int('num_batch_threads', self.num_batch_threads, minimum=1)
+      require_int('num_batch_threads', self.num_batch_threads, minimum=1)
     if self.max_execution_batch_size is not None:
-      _require_int('max_execution_batch_size', self.max_execution_batch_size, minimum=1)
+      require_int('max_execution_batch_size', self.max_execution_batch_size, minimum=1)
     if self.thread_pool_name is not None and not isinstance(self.thread_pool_name, str):
       raise ConfigError('thread_pool_name must be a string', field='thread_pool_name',
                         value=self.thread_pool_name)
-    _require_bool('pad_variable_length_inputs', self.pad_variable_length_inputs)
-    _require_bool('enable_large_batch_splitting', self.enable_large_batch_splitting)
-    sizes = tuple(_require_int('allowed_batch_sizes', s, minimum=1)
+    require_bool('pad_variable_length_inputs', self.pad_variable_length_inputs)
+    require_bool('enable_large_batch_splitting', self.enable_large_batch_splitting)
+    sizes = tuple(require_int('allowed_batch_sizes', s, minimum=1)
                   for s in self.allowed_batch_sizes)
     object.__setattr__(self, 'allowed_batch_sizes', sizes)
     self._check_allowed_batch_sizes(sizes)
@@ -186,7 +186,7 @@ class MonitoringConfig:
   prometheus_path: str = DEFAULT_PROMETHEUS_PATH
 
   def __post_init__(self):
-    _require_bool('prometheus_enable', self.prometheus_enable)
+    require_bool('prometheus_enable', self.prometheus_enable)
     if not isinstance(self.prometheus_path, str) or not self.prometheus_path.startswith('/'):
       raise ConfigError('prometheus_path must be a URL path starting with "/"',
                         field='prometheus_path', value=self.prometheus_path,
@@ -245,7 +245,7 @@ class SSLConfig:
     for name in ('server_key', 'server_cert', 'custom_ca'):
       if not isinstance(getattr(self, name), str):
         raise ConfigError(f'{name} must be PEM text', field=name, value=getattr(self, name))
-    _require_bool('client_verify', self.client_verify)
+    require_bool('client_verify', self.client_verify)
     if not self.server_key or not self.server_cert:
       missing = 'server_key' if not self.server_key else 'server_cert'
       raise ConfigError(f'SSLConfig needs both server_key and server_cert; {missing} is empty',
