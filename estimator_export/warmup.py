@@ -16,7 +16,7 @@ A file that breaks these rules raises `ValidationError`; a request that does
 not fit its signature raises `SignatureError`.
 """
 import os
-from typing import Any, Iterable, List, Mapping
+from typing import Any, Callable, Iterable, List, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -28,9 +28,9 @@ from estimator_export import _saved_model as saved_model_lib
 from estimator_export import predictor as predictor_lib
 from estimator_export.errors import ContractError, SignatureError, ValidationError
 
-__all__ = ['ALLOWED_LOG_TYPES', 'MAX_WARMUP_RECORDS', 'WARMUP_FILENAME', 'read_warmup_requests',
-           'replay_warmup', 'request_log_for_signature', 'warmup_path',
-           'write_warmup_requests']
+__all__ = ['ALLOWED_LOG_TYPES', 'MAX_WARMUP_RECORDS', 'WARMUP_FILENAME', 'WarmupCall',
+           'read_warmup_requests', 'replay', 'replay_warmup', 'request_log_for_signature',
+           'warmup_path', 'write_warmup_requests']
 
 WARMUP_FILENAME = 'tf_serving_warmup_requests'
 MAX_WARMUP_RECORDS = 1000
@@ -254,6 +254,49 @@ def _check_log_type(log: Any, index: int, where: str) -> str:
 
 # ----- replay -----
 
+class WarmupCall(NamedTuple):
+  """One request of a warmup record, decoded once for every replayer.
+
+  Attributes:
+    index: the record's position in the file.
+    kind: the record's log type, e.g. 'predict_log'.
+    method: the method constant ('tensorflow/serving/predict', .../classify or
+      .../regress; for a MultiInference task, the task's method_name).
+    signature_name: as the request names it ('' means the default signature).
+    inputs: Predict only: input alias -> numpy array.
+    output_filter: Predict only: the requested output aliases.
+    examples: Classify/Regress: the serialized tf.Examples (context merged in).
+  """
+  index: int
+  kind: str
+  method: str
+  signature_name: str
+  inputs: Optional[Mapping[str, np.ndarray]] = None
+  output_filter: Sequence[str] = ()
+  examples: Optional[np.ndarray] = None
+
+
+def replay(logs: Iterable[PredictionLog], run: Callable[[WarmupCall], Any],
+           iterations: int = 1) -> int:
+  """Calls `run` for every request of every log, `iterations` times; returns the records run.
+
+  The one replayer of warmup files: `replay_warmup` runs the calls on a
+  Predictor, the embedded server on its InferenceService. A MultiInference
+  record makes one call per task. Whatever `run` raises propagates.
+
+  Raises:
+    ValidationError: a log type TF Serving refuses in a warmup file.
+  """
+  logs = list(logs)
+  count = 0
+  for _ in range(max(1, iterations)):
+    for index, log in enumerate(logs):
+      for call in _calls_of(log, index, _check_log_type(log, index, 'the replayed logs')):
+        run(call)
+      count += 1
+  return count
+
+
 def replay_warmup(predictor: predictor_lib.Predictor, logs: Iterable[PredictionLog]) -> int:
   """Runs each warmup request against a Predictor; returns how many ran.
 
@@ -264,40 +307,39 @@ def replay_warmup(predictor: predictor_lib.Predictor, logs: Iterable[PredictionL
   Raises:
     ValidationError: a request failed (names its index and signature).
   """
-  count = 0
-  for index, log in enumerate(logs):
-    kind = _check_log_type(log, index, 'the replayed logs')
-    for signature_name, run in _requests_of(log, kind):
-      try:
-        run(predictor.for_signature(signature_name or saved_model_lib.DEFAULT_SIGNATURE))
-      except Exception as e:  # TF runtime errors and ExportErrors alike: say which record.
-        raise ValidationError(f'warmup record {index} ({kind}, signature '
-                              f'{signature_name!r}) failed to replay', value=str(e)[:500],
-                              fix='rebuild the warmup requests from the exported signatures'
-                              ) from e
-    count += 1
-  return count
+  def run(call: WarmupCall):
+    try:
+      signature = predictor.for_signature(call.signature_name
+                                          or saved_model_lib.DEFAULT_SIGNATURE)
+      if call.method == _PREDICT:
+        signature(dict(call.inputs), outputs=list(call.output_filter) or None)
+      else:
+        _run_examples(signature, call.examples, call.method)
+    except Exception as e:  # TF runtime errors and ExportErrors alike: say which record.
+      raise ValidationError(f'warmup record {call.index} ({call.kind}, signature '
+                            f'{call.signature_name!r}) failed to replay', value=str(e)[:500],
+                            fix='rebuild the warmup requests from the exported signatures'
+                            ) from e
+
+  return replay(logs, run)
 
 
-def _requests_of(log: PredictionLog, kind: str) -> List[Any]:
-  """[(signature name, run(predictor))] for the request(s) of one log."""
+def _calls_of(log: PredictionLog, index: int, kind: str) -> List[WarmupCall]:
+  """The request(s) of one log as WarmupCalls."""
   if kind == 'predict_log':
     request = log.predict_log.request
     inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-    outputs = list(request.output_filter) or None
-    return [(request.model_spec.signature_name,
-             lambda p: p(inputs, outputs=outputs))]
+    return [WarmupCall(index, kind, _PREDICT, request.model_spec.signature_name,
+                       inputs=inputs, output_filter=tuple(request.output_filter))]
   if kind in ('classify_log', 'regress_log'):
     request = getattr(log, kind).request
-    serialized = _serialized_examples(request.input)
     method = _CLASSIFY if kind == 'classify_log' else _REGRESS
-    return [(request.model_spec.signature_name,
-             lambda p: _run_examples(p, serialized, method))]
+    return [WarmupCall(index, kind, method, request.model_spec.signature_name,
+                       examples=_serialized_examples(request.input))]
   request = log.multi_inference_log.request  # The last allowed log type.
   serialized = _serialized_examples(request.input)
-  return [(task.model_spec.signature_name,
-           lambda p, m=task.method_name: _run_examples(p, serialized, m))
-          for task in request.tasks]
+  return [WarmupCall(index, kind, task.method_name, task.model_spec.signature_name,
+                     examples=serialized) for task in request.tasks]
 
 
 def _serialized_examples(request_input: Any) -> np.ndarray:

@@ -13,6 +13,35 @@ TIMEOUT = 30.0
 JSON_TYPE = 'application/json'
 
 
+
+# ----- stand-ins for serving.config's ModelConfig and policies -----
+# ModelManager reads configs duck-typed (name, base_path, version_policy by class
+# name, version_labels), so manager tests need no real config validation.
+
+@dataclasses.dataclass(frozen=True)
+class Latest:
+  num_versions: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class All:
+  pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Specific:
+  versions: frozenset = frozenset()
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """What ModelManager reads of a model config."""
+  name: str
+  base_path: str
+  version_policy: object = Latest()
+  version_labels: dict = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass
 class Reply:
   """One HTTP response."""

@@ -250,3 +250,70 @@ class TestServeAndQuery:
     finally:
       proc.send_signal(signal.SIGINT)
       assert proc.wait(timeout=30) == 0
+
+
+class TestServeFlags:
+  """tensorflow_model_server's flags: passed to the real binary, or checked by the embedded one."""
+
+  def test_real_binary_gets_the_flags_given(self, tmp_path):
+    record = tmp_path / 'argv.txt'
+    fake = tmp_path / 'bin' / 'tensorflow_model_server'
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nfor a in "$@"; do echo "$a"; done > {record}\n')
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f'{fake.parent}{os.pathsep}{os.environ.get("PATH", "")}')
+    out = subprocess.run(
+        [sys.executable, '-m', 'estimator_export.cli', 'serve', '--server_binary=auto',
+         '--port', '9000', '--rest_api_port=9001', '--model_name=m', '--model_base_path=/m',
+         '--enable_batching', '--host=0.0.0.0', '--grpc_channel_arguments=a=1,b=x',
+         '--prefer_tflite_model=false'],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert record.read_text().splitlines() == [
+        '--port=9000', '--rest_api_port=9001', '--enable_batching=true', '--model_name=m',
+        '--model_base_path=/m', '--grpc_channel_arguments=a=1,b=x',
+        '--prefer_tflite_model=false']
+
+  @pytest.mark.parametrize('flag, name', [
+      ('--platform_config_file=/p.config', 'platform_config_file'),
+      ('--prefer_tflite_model', 'prefer_tflite_model'),
+      ('--saved_model_tags=serve,gpu', 'saved_model_tags'),
+      ('--enable_grpc_healthcheck_service=true', 'enable_grpc_healthcheck_service'),
+  ])
+  def test_refused_flags_name_themselves(self, flag, name):
+    out = cli('serve', '--server_binary=embedded', '--model_base_path=/m', flag)
+    assert out.returncode == 2
+    assert out.stderr.startswith(f'estimator-export serve: error: --{name}=')
+    assert 'is not supported by the embedded server' in out.stderr
+    assert 'Traceback' not in out.stderr and 'unrecognized arguments' not in out.stderr
+
+  def test_every_tf_serving_flag_is_accepted_at_its_default(self):
+    from estimator_export.cli import serve  # pylint: disable=g-import-not-at-top
+    flags = [f'--{name}={serve._render(flag.default)}' for name, flag in serve.FLAGS.items()
+             if flag.default is not None and name not in ('version', 'port')]
+    out = cli('serve', '--server_binary=embedded', *flags, '--num_tflite_pools=3',
+              '--grpc_max_threads=4', '--version')
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith('TensorFlow ModelServer: ')
+
+  def test_errors_exit_2_without_traceback(self, exports, tmp_path):
+    import socket  # pylint: disable=g-import-not-at-top
+    bad = tmp_path / 'bad.config'
+    bad.write_text('improperly formatted file')
+    out = cli('serve', '--server_binary=embedded', f'--model_config_file={bad}')
+    assert out.returncode == 2 and 'Traceback' not in out.stderr
+    assert 'Error parsing text-format tensorflow.serving.ModelServerConfig: 1:1: ' in out.stderr
+    assert f"estimator-export serve: error: Invalid protobuf file: '{bad}'" in out.stderr
+    out = cli('serve', '--server_binary=embedded')
+    assert out.returncode == 2 and 'Traceback' not in out.stderr
+    assert ('estimator-export serve: error: Both server_options.model_base_path and '
+            'server_options.model_config_file are empty!') in out.stderr
+    with socket.socket() as taken:
+      taken.bind(('127.0.0.1', 0))
+      taken.listen(1)
+      port = taken.getsockname()[1]
+      out = cli('serve', '--server_binary=embedded', f'--port={port}',
+                f'--model_base_path={os.path.dirname(exports[0])}')
+    assert out.returncode == 2 and 'Traceback' not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        f'estimator-export serve: error: Could not bind the gRPC server to 127.0.0.1:{port}')

@@ -21,6 +21,7 @@ from estimator_export import cli
 from estimator_export import client as client_lib
 from estimator_export.client import GrpcClient, RestClient, ServingClientError
 from tests import toy
+from tests.serving_util import Config
 from tests.test_serving_grpc import EmbeddedServer
 from tests.test_serving_grpc import free_port
 from tests.test_serving_grpc import model_entry
@@ -291,14 +292,6 @@ class All:
   pass
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-  name: str
-  base_path: str
-  version_policy: object = All()
-  version_labels: dict = dataclasses.field(default_factory=dict)
-
-
 class TestReloadConfig:
 
   def test_grpc_reload_forms(self, tf_serving_testdata):
@@ -314,7 +307,7 @@ class TestReloadConfig:
         assert regressed.tolist() == [3.5]
         assert _error(grpc_client.status, 'half_plus_two').code == Code.NOT_FOUND
 
-        two = Config('two', path('saved_model_half_plus_two_2_versions'))
+        two = Config('two', path('saved_model_half_plus_two_2_versions'), All())
         grpc_client.reload_config([two])
         grpc_client.reload_config([dataclasses.replace(two, version_labels={'stable': 123})])
         assert [s['version'] for s in grpc_client.status('two')] == [124, 123]

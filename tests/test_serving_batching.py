@@ -20,6 +20,7 @@ from estimator_export.serving.manager import ModelManager
 from estimator_export.serving.monitoring import ServingMetrics
 from estimator_export.serving.servable import Servable
 from estimator_export.serving.status import Code, ServingError
+from tests.serving_util import Config
 
 W = np.arange(12, dtype=np.float32).reshape(4, 3) / 10.0
 B = np.array([1.0, -1.0, 0.5], np.float32)
@@ -492,26 +493,13 @@ class TestStop:
     batcher.stop()  # Idempotent.
 
 
-@dataclasses.dataclass(frozen=True)
-class _Latest:
-  num_versions: int = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class _Config:
-  name: str
-  base_path: str
-  version_policy: object = _Latest()
-  version_labels: dict = dataclasses.field(default_factory=dict)
-
-
 class TestWithManager:
 
   def test_make_on_load_batches_inference_and_unload_stops(self, model_base):
     metrics = ServingMetrics()
     on_load = batching.make_on_load(BatchOptions(max_batch_size=8, num_batch_threads=1),
                                     metrics=metrics)
-    manager = ModelManager([_Config('m', model_base)], poll_seconds=0, on_load=on_load)
+    manager = ModelManager([Config('m', model_base)], poll_seconds=0, on_load=on_load)
     manager.start()
     try:
       loaded = manager.resolve('m')

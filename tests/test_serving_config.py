@@ -8,6 +8,7 @@ import pytest
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from estimator_export.cli import serve as serve_cli
 from estimator_export.serving import config
 from estimator_export.serving.config import (All, BatchingParameters, ConfigError, Latest,
                                              ModelConfig, MonitoringConfig, ServerOptions,
@@ -402,8 +403,8 @@ class TestMonitoringConfig:
 # ----- ServerOptions and flags -----
 
 def _parse_flags(*argv: str) -> ServerOptions:
-  parser = config.add_server_arguments(argparse.ArgumentParser(prog='server'))
-  return config.options_from_args(parser.parse_args(list(argv)))
+  parser = serve_cli.add_server_arguments(argparse.ArgumentParser(prog='server'))
+  return serve_cli.options_from_args(parser.parse_args(list(argv)))
 
 
 class TestServerOptions:
@@ -497,3 +498,69 @@ class TestServerOptions:
     path = _write(tmp_path / 'monitoring.config', 'prometheus_config { enable: true }')
     assert ServerOptions(rest_api_port=0, monitoring_config_file=path).monitoring() == (
         MonitoringConfig(True))
+
+
+# ----- real messages, SSLConfig, channel arguments -----
+
+class TestRealMessages:
+
+  def test_descriptors_are_tf_servings(self):
+    from estimator_export.serving import _protos  # pylint: disable=g-import-not-at-top
+    fields = {f.name: (f.number, f.type) for f in _protos.BatchingParameters.DESCRIPTOR.fields}
+    assert fields['allowed_batch_sizes'] == (6, 3)  # TYPE_INT64
+    assert fields['enable_large_batch_splitting'][0] == 8
+    assert fields['max_execution_batch_size'][0] == 9
+    assert [f.name for f in _protos.SSLConfig.DESCRIPTOR.fields] == [
+        'server_key', 'server_cert', 'custom_ca', 'client_verify']
+    assert _protos.MonitoringConfig.DESCRIPTOR.full_name == 'tensorflow.serving.MonitoringConfig'
+
+  def test_parser_fills_the_real_message(self):
+    from estimator_export.serving import _protos, _textproto  # pylint: disable=g-import-not-at-top
+    proto = _protos.BatchingParameters()
+    lines = _textproto.parse('max_batch_size { value: 4 }\nallowed_batch_sizes: [2, 4]', proto)
+    assert proto.max_batch_size.value == 4 and list(proto.allowed_batch_sizes) == [2, 4]
+    assert (lines['max_batch_size'], lines['allowed_batch_sizes']) == (1, 2)
+    assert text_format.MessageToString(proto).startswith('max_batch_size {')
+
+  def test_malformed_model_config_logs_tf_servings_line(self, caplog):
+    with pytest.raises(ConfigError):
+      config.parse_model_config_text('improperly formatted', 'bad.config')
+    assert ('Error parsing text-format tensorflow.serving.ModelServerConfig: 1:1: Message type '
+            '"tensorflow.serving.ModelServerConfig" has no field named "improperly".'
+            in caplog.text)
+
+  def test_ssl_config(self, tmp_path):
+    text = 'server_key: "KEY"\nserver_cert: "CERT"\ncustom_ca: "CA"\nclient_verify: true'
+    path = _write(tmp_path / 'ssl.config', text)
+    assert config.load_ssl_config_file(path) == config.SSLConfig('KEY', 'CERT', 'CA', True)
+    with pytest.raises(ConfigError, match='client_verify needs custom_ca') as info:
+      config.parse_ssl_config('server_key: "K" server_cert: "C"\nclient_verify: true', 's')
+    assert info.value.line == 2
+    with pytest.raises(ConfigError, match='server_cert is empty'):
+      config.parse_ssl_config('server_key: "K"')
+
+  @pytest.mark.parametrize('text, expected', [
+      ('', ()),
+      ('grpc.max_connection_age_ms=2000', (('grpc.max_connection_age_ms', 2000),)),
+      ('a=-3,b=x,c=99999999999', (('a', -3), ('b', 'x'), ('c', '99999999999'))),
+  ])
+  def test_grpc_channel_arguments(self, text, expected):
+    assert config.parse_grpc_channel_arguments(text) == expected
+    assert config.options_from_flags({'grpc_channel_arguments': text}).grpc_channel_arguments == (
+        expected)
+
+  def test_bad_grpc_channel_arguments(self):
+    with pytest.raises(ConfigError, match="key=value pairs: got 'novalue'"):
+      config.parse_grpc_channel_arguments('a=1,novalue')
+
+  def test_session_config(self, tmp_path):
+    assert ServerOptions().session_config() is None
+    path = _write(tmp_path / 'session.config', 'intra_op_parallelism_threads: 7 '
+                                               'allow_soft_placement: true')
+    session = ServerOptions(tensorflow_session_config_file=path,
+                            tensorflow_session_parallelism=2).session_config()
+    assert (session.intra_op_parallelism_threads, session.inter_op_parallelism_threads,
+            session.allow_soft_placement) == (2, 2, True)
+    with pytest.raises(ConfigError, match='You cannot configure all'):
+      ServerOptions(tensorflow_session_parallelism=1, tensorflow_intra_op_parallelism=1,
+                    tensorflow_inter_op_parallelism=1)

@@ -1,5 +1,4 @@
 """Tests for serving.manager and serving.servable on real SavedModels in real directories."""
-import dataclasses
 import os
 import shutil
 import threading
@@ -11,29 +10,7 @@ from estimator_export.serving import manager as manager_lib
 from estimator_export.serving.manager import ModelManager, State
 from estimator_export.serving.servable import Servable
 from estimator_export.serving.status import Code, ServingError
-
-
-@dataclasses.dataclass(frozen=True)
-class Latest:
-  num_versions: int = 1
-
-
-@dataclasses.dataclass(frozen=True)
-class All:
-  pass
-
-
-@dataclasses.dataclass(frozen=True)
-class Specific:
-  versions: frozenset = frozenset()
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-  name: str
-  base_path: str
-  version_policy: object = Latest()
-  version_labels: dict = dataclasses.field(default_factory=dict)
+from tests.serving_util import All, Config, Latest, Specific
 
 
 @pytest.fixture

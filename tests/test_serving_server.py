@@ -161,6 +161,50 @@ def test_rest_port_none_serves_grpc_only(half_plus_two):
   assert_refused(port)
 
 
+def test_grpc_socket_path_and_channel_arguments(half_plus_two, tmp_path):
+  """--grpc_socket_path serves gRPC on unix:PATH too; --grpc_channel_arguments reach the server."""
+  socket_path = str(tmp_path / 'tf-serving.sock')
+  options = config_lib.options_from_flags({
+      'port': 0, 'model_name': 'half_plus_two', 'model_base_path': half_plus_two,
+      'grpc_socket_path': socket_path,
+      'grpc_channel_arguments': 'grpc.max_receive_message_length=64,grpc.primary_user_agent=t'})
+  assert options.grpc_channel_arguments == (('grpc.max_receive_message_length', 64),
+                                            ('grpc.primary_user_agent', 't'))
+  with server_lib.create_server(options) as server:
+    with grpc.insecure_channel(f'unix:{socket_path}') as channel:
+      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+      response = stub.Predict(predict_request('half_plus_two', [[2.0]]), timeout=TIMEOUT)
+      assert tf.make_ndarray(response.outputs['y']).tolist() == [[3.0]]
+      with pytest.raises(grpc.RpcError) as info:  # Over the 64-byte limit set above.
+        stub.Predict(predict_request('half_plus_two', [[2.0]] * 100), timeout=TIMEOUT)
+      assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert grpc_predict(server.grpc_port, 'half_plus_two', [[1.0]]).outputs['y'].float_val
+
+
+@pytest.mark.skipif(not shutil.which('openssl'), reason='needs openssl to make a certificate')
+def test_ssl_config_file_serves_grpc_over_tls(half_plus_two, tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  key, cert = tmp_path / 'server.key', tmp_path / 'server.crt'
+  subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+                  '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost',
+                  '-keyout', str(key), '-out', str(cert)], check=True, capture_output=True,
+                 timeout=60)
+  ssl_config = tmp_path / 'ssl.config'
+  ssl_config.write_text(f'server_key: {json.dumps(key.read_text())}\n'
+                        f'server_cert: {json.dumps(cert.read_text())}\n')
+  with server_lib.create_server(config_lib.ServerOptions(
+      port=0, model_name='half_plus_two', model_base_path=half_plus_two,
+      ssl_config_file=str(ssl_config))) as server:
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+    with grpc.secure_channel(f'127.0.0.1:{server.grpc_port}', credentials,
+                             options=[('grpc.ssl_target_name_override', 'localhost')]) as channel:
+      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+      response = stub.Predict(predict_request('half_plus_two', [[2.0]]), timeout=TIMEOUT)
+    assert tf.make_ndarray(response.outputs['y']).tolist() == [[3.0]]
+    with pytest.raises(grpc.RpcError):  # Plain text is refused.
+      grpc_predict(server.grpc_port, 'half_plus_two', [[2.0]])
+
+
 def test_graceful_stop_lets_in_flight_requests_finish(slow_model):
   server = start(model_name='slow', model_base_path=slow_model)
   ports = (server.rest_port, server.grpc_port)

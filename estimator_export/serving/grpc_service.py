@@ -12,9 +12,8 @@ failure becomes a gRPC status with TF Serving's code and message (cut after
 unexpected exception becomes INTERNAL and never takes the server down.
 """
 import logging
-import re
 from concurrent import futures
-from typing import Callable, List, Sequence, Tuple, TypeVar
+from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
 import grpc
 from tensorflow_serving.apis import model_management_pb2
@@ -31,9 +30,6 @@ logger = logging.getLogger('estimator_export.serving')
 
 INT32_MAX = 2**31 - 1
 # TF Serving's ToGRPCStatus keeps this many characters, then appends the marker.
-
-# ServerCore's UriIsRelativePath, negated: an absolute path or a scheme://... URI.
-_ABSOLUTE_URI = re.compile(r'/|[A-Za-z][A-Za-z0-9+.-]*://')
 
 RELOAD_UNSUPPORTED = ('ServerModelConfig type not supported by HandleReloadConfigRequest. '
                       'Only ModelConfigList is currently supported')
@@ -123,28 +119,16 @@ def configs_from_protos(entries: Sequence[model_server_config_pb2.ModelConfig]
                        ) -> List[config_lib.ModelConfig]:
   """ModelConfig protos -> config.ModelConfig, with ServerCore's checks in its order.
 
-  Duplicate names, then relative base paths (ValidateModelConfigList), then
-  each entry's platform and policy (config.ModelConfig.from_proto).
+  See config.model_configs_from_protos, which a --model_config_file goes
+  through too.
 
   Raises:
     ServingError: INVALID_ARGUMENT with TF Serving's message.
   """
-  seen = set()
-  for entry in entries:
-    if entry.name in seen:
-      raise invalid(f'Illegal to list model {entry.name} multiple times in config list')
-    seen.add(entry.name)
-  for entry in entries:
-    if not _ABSOLUTE_URI.match(entry.base_path):
-      raise invalid(f'Expected model {entry.name} to have an absolute path or URI; '
-                    f'got base_path()={entry.base_path}')
-  configs = []
-  for entry in entries:
-    try:
-      configs.append(config_lib.ModelConfig.from_proto(entry))
-    except config_lib.ConfigError as e:
-      raise invalid(e.message) from e
-  return configs
+  try:
+    return config_lib.model_configs_from_protos(entries)
+  except config_lib.ConfigError as e:
+    raise invalid(e.message) from e
 
 
 # ----- server assembly -----
@@ -159,37 +143,64 @@ def add_services(server: grpc.Server, service: InferenceService, manager: ModelM
 
 def create_grpc_server(service: InferenceService, manager: ModelManager,
                        host: str = '127.0.0.1', port: int = 0, max_workers: int = 16,
-                       max_message_bytes: int = INT32_MAX) -> Tuple[grpc.Server, int]:
+                       max_message_bytes: int = INT32_MAX, socket_path: Optional[str] = None,
+                       channel_arguments: Sequence[Tuple[str, Any]] = (),
+                       credentials: Optional[grpc.ServerCredentials] = None
+                      ) -> Tuple[grpc.Server, int]:
   """Builds (but does not start) a gRPC server with both services bound to host:port.
 
   Messages up to `max_message_bytes` (TF Serving: INT32_MAX) are accepted and
   sent. The port is bound exclusively (no SO_REUSEPORT), so a port already in
   use fails here instead of silently sharing traffic with another process.
 
+  Args:
+    service, manager: what the services answer from.
+    host, port: the TCP address; port 0 picks a free port.
+    max_workers: threads handling RPCs (--grpc_max_threads).
+    max_message_bytes: the send and receive limit.
+    socket_path: also listen on this Unix domain socket (--grpc_socket_path),
+      as TF Serving does with `unix:PATH`.
+    channel_arguments: (key, value) pairs for the server
+      (--grpc_channel_arguments); they override the settings above.
+    credentials: TLS credentials for every port (--ssl_config_file); None:
+      insecure.
+
   Returns:
-    (server, bound_port); port=0 picks a free port.
+    (server, bound_port).
 
   Raises:
-    OSError: the address cannot be bound.
+    OSError: an address cannot be bound.
   """
-  options = [
-      ('grpc.max_send_message_length', max_message_bytes),
-      ('grpc.max_receive_message_length', max_message_bytes),
-      ('grpc.so_reuseport', 0),
-  ]
+  options = {
+      'grpc.max_send_message_length': max_message_bytes,
+      'grpc.max_receive_message_length': max_message_bytes,
+      'grpc.so_reuseport': 0,
+  }
+  options.update(channel_arguments)  # A key given twice to gRPC keeps its first value.
   server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                   thread_name_prefix='grpc-serving'),
-                       options=options)
+                       options=list(options.items()))
   add_services(server, service, manager)
   address = f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
+  bound = _add_port(server, address, credentials,
+                    f'is another server already using port {port}?')
+  if socket_path:
+    _add_port(server, f'unix:{socket_path}', credentials,
+              'check that its directory exists and is writable')
+  return server, bound
+
+
+def _add_port(server: grpc.Server, address: str, credentials, hint: str) -> int:
   try:
-    bound = server.add_insecure_port(address)
+    if credentials is None:
+      bound = server.add_insecure_port(address)
+    else:
+      bound = server.add_secure_port(address, credentials)
   except RuntimeError as e:  # grpcio >= 1.49 raises; older versions return 0.
     bound, cause = 0, e
   else:
     cause = None
   if not bound:
     server.stop(None)
-    raise OSError(f'Could not bind the gRPC server to {address} (is another server '
-                  f'already using port {port}?)') from cause
-  return server, bound
+    raise OSError(f'Could not bind the gRPC server to {address} ({hint})') from cause
+  return bound

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 import threading
-import time
 from typing import Callable, List, Optional
 
 import tensorflow as tf
@@ -24,7 +23,7 @@ from estimator_export import warmup as warmup_lib
 from estimator_export.errors import ExportError
 from estimator_export.serving import config as config_lib
 from estimator_export.serving import grpc_service
-from estimator_export.serving.inference import InferenceService, serialize_input
+from estimator_export.serving.inference import InferenceService
 from estimator_export.serving.manager import ModelManager
 from estimator_export.serving.servable import Servable
 from estimator_export.serving.status import Code, ServingError
@@ -36,50 +35,30 @@ def warmup_servable(service: InferenceService, servable: Servable, iterations: i
   """Replays assets.extra/tf_serving_warmup_requests against one servable.
 
   Requests run on this version whatever model/version they name, as in TF
-  Serving. A bad file fails the load with TF Serving's messages.
+  Serving. A bad file fails the load with TF Serving's messages; the records
+  are decoded and replayed by warmup.replay, as the library's replay_warmup.
   """
-  path = os.path.join(servable.path, 'assets.extra', warmup_lib.WARMUP_FILENAME)
+  path = os.path.join(servable.path, warmup_lib.ASSETS_EXTRA, warmup_lib.WARMUP_FILENAME)
   if not os.path.exists(path):
     return 0
   try:
     logs = warmup_lib.read_warmup_requests(path)
   except ExportError as e:
     raise ServingError(Code.INVALID_ARGUMENT, str(e.what)) from e
-  count = 0
-  for _ in range(max(1, iterations)):
-    for log in logs:
-      _replay(service, servable, log)
-      count += 1
+
+  def run(call: warmup_lib.WarmupCall):
+    if call.method == tf.saved_model.PREDICT_METHOD_NAME:
+      service.predict_arrays(servable, call.signature_name, call.inputs,
+                             list(call.output_filter))
+    elif call.method == tf.saved_model.CLASSIFY_METHOD_NAME:
+      service.classify_examples(servable, call.signature_name, list(call.examples))
+    else:
+      service.regress_examples(servable, call.signature_name, list(call.examples))
+
+  count = warmup_lib.replay(logs, run, iterations)
   logger.info('Finished reading warmup data for model at %s. Number of warmup records read: '
               '%d.', path, len(logs))
   return count
-
-
-def _replay(service: InferenceService, servable: Servable, log):
-  kind = log.WhichOneof('log_type')
-  if kind == 'predict_log':
-    request = log.predict_log.request
-    inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-    service.predict_arrays(servable, request.model_spec.signature_name, inputs,
-                           list(request.output_filter))
-  elif kind == 'classify_log':
-    request = log.classify_log.request
-    service.classify_examples(servable, request.model_spec.signature_name,
-                              serialize_input(request.input))
-  elif kind == 'regress_log':
-    request = log.regress_log.request
-    service.regress_examples(servable, request.model_spec.signature_name,
-                             serialize_input(request.input))
-  elif kind == 'multi_inference_log':
-    request = log.multi_inference_log.request
-    examples = serialize_input(request.input)
-    for task in request.tasks:
-      if task.method_name.endswith('classify'):
-        service.classify_examples(servable, task.model_spec.signature_name, examples)
-      else:
-        service.regress_examples(servable, task.model_spec.signature_name, examples)
-  else:
-    raise ServingError(Code.UNIMPLEMENTED, f'Unsupported log_type for warmup: {kind}')
 
 
 class ModelServer:
@@ -104,15 +83,21 @@ class ModelServer:
     if monitoring is not None and monitoring.prometheus_enable:
       from estimator_export.serving import monitoring as monitoring_lib  # pylint: disable=g-import-not-at-top
       self.metrics = monitoring_lib.ServingMetrics()
+    ssl = opts.ssl_config()
     self.manager = ModelManager(opts.model_configs(), poll_seconds=opts.file_system_poll_wait_seconds,
-                                on_load=self._on_load_hooks())
+                                on_load=self._on_load_hooks(),
+                                session_config=opts.session_config())
     self.service = InferenceService(self.manager, self.metrics)
     self.manager.start()
     self._grpc_server, self.grpc_port = grpc_service.create_grpc_server(
         self.service, self.manager, host=opts.host, port=opts.port,
-        max_message_bytes=opts.grpc_max_message_bytes)
+        max_workers=opts.grpc_max_threads or 16, max_message_bytes=opts.grpc_max_message_bytes,
+        socket_path=opts.grpc_socket_path, channel_arguments=opts.grpc_channel_arguments,
+        credentials=ssl.server_credentials() if ssl else None)
     self._grpc_server.start()
     logger.info('Running gRPC ModelServer at %s:%d ...', opts.host, self.grpc_port)
+    if opts.grpc_socket_path:
+      logger.info('Running gRPC ModelServer at UNIX socket %s ...', opts.grpc_socket_path)
     if opts.rest_api_port is not None:  # None: no REST (the CLI's --rest_api_port=0).
       self._start_rest()
     if opts.model_config_file and opts.model_config_file_poll_wait_seconds > 0:
@@ -223,18 +208,9 @@ def create_server(options: Optional['config_lib.ServerOptions'] = None, **overri
   options = options or config_lib.ServerOptions()
   if overrides:
     options = dataclasses.replace(options, **overrides)
-  return ModelServer(options).start()
-
-
-def wait_for_port(host: str, port: int, timeout: float = 30.0):
-  """Blocks until host:port accepts TCP connections."""
-  import socket  # pylint: disable=g-import-not-at-top
-  deadline = time.time() + timeout
-  while True:
-    try:
-      with socket.create_connection((host, port), timeout=1.0):
-        return
-    except OSError:
-      if time.time() > deadline:
-        raise
-      time.sleep(0.05)
+  server = ModelServer(options)
+  try:
+    return server.start()
+  except BaseException:
+    server.stop(grace=0)  # What did start (model loads, the gRPC server) must not linger.
+    raise
