@@ -274,6 +274,14 @@ class TestServeFlags:
         '--model_base_path=/m', '--grpc_channel_arguments=a=1,b=x',
         '--prefer_tflite_model=false']
 
+  def test_readme_table_matches_the_flags(self):
+    from estimator_export.cli import serve  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
+      rows = [line.split('|') for line in f if line.startswith('| `--')]
+    table = {cells[1].strip().strip('`').lstrip('-'): cells[3].strip() for cells in rows}
+    assert table == {name: flag.status for name, flag in serve.FLAGS.items()}
+    assert len(table) == 46
+
   @pytest.mark.parametrize('flag, name', [
       ('--platform_config_file=/p.config', 'platform_config_file'),
       ('--prefer_tflite_model', 'prefer_tflite_model'),

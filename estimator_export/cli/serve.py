@@ -4,7 +4,7 @@ Every one of tensorflow_model_server 2.15.1's 46 flags (model_servers/main.cc)
 is accepted, as `--flag=value` or `--flag value` (booleans also bare). Each is
 implemented by the embedded server, accepted and ignored (it has no meaning
 there), or refused with an error naming it unless given at TF Serving's
-default; cli/SERVER_FLAGS.md has the table and the reasons. With the real
+default; the README's table of serve flags says which and why. With the real
 binary (--server_binary), the flags given are passed on as `--flag=value`;
 --host and --server_binary, ours, are not.
 """
@@ -221,8 +221,8 @@ def add_parser(subparsers) -> None:
       "taking tensorflow_model_server's flags. With --server_binary=auto the real "
       'tensorflow_model_server runs when it is on the PATH; otherwise the embedded, '
       'wire-compatible server does (it binds 127.0.0.1 unless --host says otherwise). '
-      'See estimator_export/cli/SERVER_FLAGS.md for which flags the embedded server '
-      'implements, ignores or refuses.',
+      "Each flag's help says whether the embedded server implements, ignores or refuses it "
+      "(the README's table of serve flags says why).",
       examples=['estimator-export serve --port=8500 --rest_api_port=8501 '
                 '--model_name=classifier --model_base_path=/models/classifier',
                 'estimator-export serve --model_config_file=models.config '

@@ -16,7 +16,7 @@ one place to import from:
   `--ssl_config_file`).
 
 The command line (argparse, every flag of tensorflow_model_server 2.15.1) is
-estimator_export/cli/serve.py; see cli/SERVER_FLAGS.md.
+estimator_export/cli/serve.py (the README's table of serve flags says which are implemented).
 
 Where ServerOptions differs from tensorflow_model_server, on purpose:
 
