@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 import estimator_export as ee
-from estimator_export import _freeze_graph
-from estimator_export import _freeze_passes
 from estimator_export import cli
+from estimator_export.freeze import _graph as graph_lib
+from estimator_export.freeze import _passes as passes_lib
 from tests import toy
 
 RNG = np.random.RandomState(0)
@@ -142,7 +142,7 @@ class TestFreezeCheckpoint:
                                                                     monkeypatch):
     prefix, _ = session_model
     # The real limit is 2 GiB; the model is ~2 KB, so lower the limit to that scale.
-    monkeypatch.setattr(_freeze_graph, 'PROTO_LIMIT_BYTES', 1000)
+    monkeypatch.setattr(graph_lib, 'PROTO_LIMIT_BYTES', 1000)
     with pytest.raises(ee.FreezeError, match='protobuf limit.*serve the SavedModel'):
       ee.freeze_checkpoint(prefix, ['probs'])
 
@@ -166,14 +166,14 @@ class TestInferenceGraph:
                                   prefix, ee.FreezeOptions(optimizations=('all',)))
     ops = _op_counts(frozen.graph_def)
     assert 'RandomUniform' not in ops and 'Rsqrt' not in ops
-    assert [s['name'] for s in frozen.optimizations] == list(_freeze_passes.PASSES)
+    assert [s['name'] for s in frozen.optimizations] == list(passes_lib.PASSES)
     assert frozen.optimizations[-1]['note'] == '1 folded into weights'
     # Independently: the inference graph restored in a session.
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
       inputs, outputs = _build_mlp(False, fused=False)
       tf.compat.v1.train.Saver().restore(session, prefix)
       expected = session.run(outputs['probs'], {inputs['x']: X})
-    got = _freeze_passes.run_graph_def(frozen.graph_def, ['probs:0'], {'x:0': X})[0]
+    got = passes_lib.run_graph_def(frozen.graph_def, ['probs:0'], {'x:0': X})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
   def test_fused_batch_norm_after_conv_is_folded(self, tmp_path):
@@ -216,7 +216,7 @@ class TestPassesAndValidation:
         optimizations=('fold_constants', 'strip_unused')))
     assert [s['name'] for s in frozen.optimizations] == ['strip_unused', 'fold_constants']
     assert len(frozen.graph_def.node) < len(plain.graph_def.node)
-    got = _freeze_passes.run_graph_def(frozen.graph_def, ['probs:0'], {'x:0': X})[0]
+    got = passes_lib.run_graph_def(frozen.graph_def, ['probs:0'], {'x:0': X})[0]
     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-6)
 
   def test_remove_training_nodes_drops_identity_and_stop_gradient(self, tmp_path):
@@ -236,18 +236,18 @@ class TestPassesAndValidation:
         optimizations=('remove_training_nodes',)))
     ops = _op_counts(frozen.graph_def)
     assert 'StopGradient' not in ops and 'Identity' not in ops
-    got = _freeze_passes.run_graph_def(frozen.graph_def, ['out:0'], {'x:0': X})[0]
+    got = passes_lib.run_graph_def(frozen.graph_def, ['out:0'], {'x:0': X})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
   def test_difference_names_the_output_and_size(self):
     expected = {'a': np.zeros(3, np.float32), 'b': np.arange(3)}
     with pytest.raises(ee.FreezeError, match=r"output 'a' differs .* after the x pass by up "
                        r'to 0\.5'):
-      _freeze_passes.compare_outputs(expected, {'a': np.array([0, 0.5, 0], np.float32),
+      passes_lib.compare_outputs(expected, {'a': np.array([0, 0.5, 0], np.float32),
                                                 'b': np.arange(3)}, 1e-5, 1e-5,
                                      'after the x pass')
     with pytest.raises(ee.FreezeError, match="output 'b' differs"):
-      _freeze_passes.compare_outputs(expected, {'a': expected['a'], 'b': np.ones(3)}, 0, 0,
+      passes_lib.compare_outputs(expected, {'a': expected['a'], 'b': np.ones(3)}, 0, 0,
                                      'after freezing')
 
   def test_options_are_validated(self):

@@ -24,26 +24,30 @@ inputs and compared with the unfrozen model; a difference raises FreezeError
 naming the output and by how much. Lookup tables keep working: their
 initializers are grouped into the manifest's `init_op`, and vocabulary files
 are embedded as constants (tables='embed') or copied beside the .pb.
+
+This module is the public API; its private parts: _core (FreezeOptions,
+FrozenGraph, freeze_session), _graph (GraphDef helpers), _passes (optimisation
+passes), _compress (fp16/int8 weights), _predictor (FrozenPredictor). The
+command line is estimator_export/cli/freeze.py.
 """
 import os
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from estimator_export import _freeze_graph as graph_lib
-from estimator_export._freeze_core import (FreezeOptions, FreezeWarning, FrozenGraph,
-                                           freeze_session, manifest_path)
-from estimator_export._frozen_predictor import FrozenPredictor, read_frozen_manifest
 from estimator_export._op_libraries import register_serving_op_libraries
 from estimator_export._saved_model import (DEFAULT_SIGNATURE, check_saved_model_dir,
                                            resolve_checkpoint)
 from estimator_export.errors import (CheckpointNotFoundError, FreezeError, SignatureError,
                                      did_you_mean)
+from estimator_export.freeze import _graph as graph_lib
+from estimator_export.freeze._core import (FreezeOptions, FreezeWarning, FrozenGraph,
+                                           freeze_session, manifest_path)
+from estimator_export.freeze._predictor import FrozenPredictor, read_frozen_manifest
 
 __all__ = ['FreezeOptions', 'FreezeWarning', 'FrozenGraph', 'FrozenPredictor',
            'freeze_checkpoint', 'freeze_estimator', 'freeze_graph', 'freeze_graph_fn',
            'freeze_saved_model', 'manifest_path', 'read_frozen_manifest']
-
 
 
 def _names(value: Union[None, str, Sequence[str]]) -> Tuple[str, ...]:

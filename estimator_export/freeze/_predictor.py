@@ -1,6 +1,6 @@
 """Run a frozen `.pb`: import_graph_def once, then call it by alias or tensor name.
 
-Private to estimator_export.freeze (re-exported there as FrozenPredictor).
+Private to the estimator_export.freeze package (re-exported there as FrozenPredictor).
 """
 import json
 import os

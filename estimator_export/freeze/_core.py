@@ -13,10 +13,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from estimator_export import _freeze_compress as compress_lib
-from estimator_export import _freeze_graph as graph_lib
-from estimator_export import _freeze_passes as passes_lib
 from estimator_export.errors import FreezeError
+from estimator_export.freeze import _compress as compress_lib
+from estimator_export.freeze import _graph as graph_lib
+from estimator_export.freeze import _passes as passes_lib
 
 MANIFEST_FORMAT = 1
 TABLE_MODES = ('embed', 'reference')

@@ -15,8 +15,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 import numpy as np
 import tensorflow as tf
 
-from estimator_export import _freeze_graph as graph_lib
 from estimator_export.errors import FreezeError
+from estimator_export.freeze import _graph as graph_lib
 
 PASSES = ('strip_unused', 'remove_training_nodes', 'fold_constants', 'fold_batch_norms')
 
