@@ -259,6 +259,84 @@ class TestPassesAndValidation:
       ee.FreezeOptions(tables='copy')
     with pytest.raises(ee.FreezeError, match='rtol'):
       ee.FreezeOptions(rtol=-1)
+    with pytest.raises(ee.FreezeError, match=r'checkpoint_version must be 1 \(V1\) or 2.*got 3'):
+      ee.FreezeOptions(checkpoint_version=3)
+    with pytest.raises(ee.FreezeError, match='both variable_names_denylist and its old name'):
+      ee.FreezeOptions(variable_names_denylist=['a'], variable_names_blacklist=['b'])
+
+  def test_blacklist_is_the_old_name_of_denylist(self):
+    for options in (ee.FreezeOptions(variable_names_blacklist=['a', 'b']),
+                    ee.FreezeOptions(variable_names_denylist=['a', 'b'])):
+      assert options.variable_names_denylist == options.variable_names_blacklist == ('a', 'b')
+
+
+class TestFreezeGraphFlags:
+  """--variable_names_denylist (alias --variable_names_blacklist) and --checkpoint_version."""
+
+  def test_denylisted_variable_stays_a_variable_and_is_not_checked(self, session_model):
+    prefix, _ = session_model
+    with pytest.warns(ee.FreezeWarning, match=r"1 variable\(s\) stay variables.*hidden/kernel"):
+      frozen = ee.freeze_checkpoint(prefix, 'probs', options=ee.FreezeOptions(
+          variable_names_denylist=['hidden/kernel']))
+    assert graph_lib.variable_nodes(frozen.graph_def) == ['hidden/kernel']
+    assert frozen.validation == {} and 'not compared with the model' in frozen.warnings[0]
+
+  def test_cli_takes_the_blacklist_alias(self, session_model, tmp_path, capsys):
+    prefix, _ = session_model
+    out = str(tmp_path / 'deny.pb')
+    code = cli.main(['freeze', f'--input_checkpoint={prefix}', '--output_node_names=probs',
+                     f'--output_graph={out}', '--variable_names_blacklist=hidden/kernel'])
+    assert code == 0
+    assert 'freeze: warning: 1 variable(s) stay variables' in capsys.readouterr().err
+    assert 'hidden/kernel' in ee.read_frozen_manifest(out)['warnings'][0]
+
+  def test_v1_checkpoint_needs_checkpoint_version_1(self, tmp_path):
+    directory = str(tmp_path / 'v1')
+    os.makedirs(directory)  # The V1 Saver does not create it.
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session() as session:
+      inputs, outputs = _build_mlp()
+      session.run(tf.compat.v1.global_variables_initializer())
+      saver = tf.compat.v1.train.Saver(write_version=tf.compat.v1.train.SaverDef.V1)
+      prefix = saver.save(session, os.path.join(directory, 'model.ckpt'))
+      reference = session.run(outputs['probs'], {inputs['x']: X})
+    assert not os.path.exists(prefix + '.index')
+    with pytest.raises(ee.FreezeError, match=r'a V1 checkpoint but checkpoint_version is 2.*'
+                       r'checkpoint_version=1'):
+      ee.freeze_checkpoint(prefix, 'probs')
+    for checkpoint in (prefix, directory):
+      frozen = ee.freeze_checkpoint(checkpoint, 'probs',
+                                    options=ee.FreezeOptions(checkpoint_version=1))
+      got = passes_lib.run_graph_def(frozen.graph_def, ['probs:0'], {'x:0': X})[0]
+      np.testing.assert_allclose(got, reference, rtol=1e-6)
+
+  def test_cli_refuses_a_v2_checkpoint_as_v1(self, session_model, tmp_path, capsys):
+    prefix, _ = session_model
+    code = cli.main(['freeze', f'--input_checkpoint={prefix}', '--output_node_names=probs',
+                     f'--output_graph={tmp_path / "x.pb"}', '--checkpoint_version=1'])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('estimator-export freeze: error: the checkpoint is a V2 checkpoint '
+                          'but checkpoint_version is 1')
+    assert '--checkpoint_version=2' in err and not os.path.exists(tmp_path / 'x.pb')
+
+  @pytest.mark.parametrize('samples, message', [
+      ('{"x": [[1.0', '--samples is not valid JSON'),
+      ('[1, 2]', '--samples must be a JSON object'),
+      ('@/nonexistent/samples.json', "--samples: cannot read '/nonexistent/samples.json'")])
+  def test_cli_bad_samples_exit_2(self, session_model, tmp_path, capsys, samples, message):
+    prefix, _ = session_model
+    code = cli.main(['freeze', f'--input_checkpoint={prefix}', '--output_node_names=probs',
+                     f'--output_graph={tmp_path / "x.pb"}', '--samples', samples])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f'estimator-export freeze: error: {message}')
+
+  def test_every_flag_has_help(self):
+    parser = cli.build_parser()
+    freeze = next(a for a in parser._actions if a.dest == 'command').choices['freeze']
+    assert freeze.description and 'examples:' in freeze.epilog
+    for action in freeze._actions:
+      assert action.help, action.option_strings
 
 
 class TestCompression:

@@ -40,11 +40,12 @@ def add_parser(subparsers) -> None:
   parser = _common.add_command(
       subparsers, 'freeze',
       summary="freeze a checkpoint or SavedModel into one .pb (freeze_graph's flags)",
-      description='Turns variables into constants and writes one GraphDef .pb with a '
-      'manifest beside it (<name>.manifest.json: inputs, outputs, init op, checks); '
-      'optionally optimises and compresses it, checking the result against the unfrozen '
-      "model after every step. Takes TF 1.x freeze_graph's flags, which TF 2.15 no longer "
-      'ships as a command. Exit 0 when the .pb is written, 2 on a mistake.',
+      description='Turns variables into constants and writes one GraphDef .pb with a\n'
+      'manifest beside it (<name>.manifest.json: inputs, outputs, init op, checks);\n'
+      'optionally optimises and compresses it, checking the result against the\n'
+      'unfrozen model after every step. Takes the flags of TF 1.x freeze_graph, which\n'
+      'TF 2.15 no longer ships as a command. Exit 0 when the .pb is written, 2 on a\n'
+      'mistake.',
       examples=['estimator-export freeze --input_saved_model_dir=/models/m/1 '
                 '--output_graph=/tmp/frozen.pb --optimize=all',
                 'estimator-export freeze --input_meta_graph=model.ckpt.meta '
@@ -87,8 +88,16 @@ def add_freeze_arguments(parser: argparse.ArgumentParser) -> None:
   group.add_argument('--variable_names_whitelist', default='', metavar='NAMES',
                      help='comma-separated variables: only these become constants '
                      '(default: all)')
-  group.add_argument('--variable_names_blacklist', default='', metavar='NAMES',
-                     help='comma-separated variables that do not become constants')
+  group.add_argument('--variable_names_denylist', '--variable_names_blacklist', default='',
+                     metavar='NAMES', dest='variable_names_denylist',
+                     help='comma-separated variables that do not become constants (the .pb '
+                     'then needs them restored before it runs, so it is not checked); '
+                     '--variable_names_blacklist is its old name')
+  group.add_argument('--checkpoint_version', type=int, choices=(1, 2), default=2,
+                     help='format of --input_checkpoint: 2 (V2: prefix.index + '
+                     'prefix.data-*, what tf.train.Saver writes) or 1 (V1: one file); a '
+                     'checkpoint of the other format is refused, saying which it is; not '
+                     "used with a SavedModel, whose variables are V2 (default: 2)")
   for ignored in ('input_saver', 'restore_op_name', 'filename_tensor_name'):
     group.add_argument(f'--{ignored}', metavar='IGNORED',
                        help="accepted for freeze_graph's command lines and ignored: "
@@ -139,8 +148,9 @@ def run(args) -> int:
       samples=samples, rtol=args.rtol, atol=args.atol, tables=args.tables,
       clear_devices=args.clear_devices,
       variable_names_whitelist=_list(args.variable_names_whitelist) or None,
-      variable_names_blacklist=_list(args.variable_names_blacklist) or None,
-      initializer_nodes=_list(args.initializer_nodes))
+      variable_names_denylist=_list(args.variable_names_denylist) or None,
+      initializer_nodes=_list(args.initializer_nodes),
+      checkpoint_version=args.checkpoint_version)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always', freeze_lib.FreezeWarning)
     frozen, manifest = freeze_lib.freeze_graph(

@@ -67,12 +67,40 @@ def _step(checkpoint: Optional[str]) -> Optional[int]:
     return None
 
 
-def _check_checkpoint(checkpoint: Optional[str], model_dir: Optional[str] = None) -> str:
-  """export.resolve_checkpoint (a prefix, a directory, or model_dir's latest) as FreezeError."""
+def _checkpoint_format(prefix: str) -> Optional[int]:
+  """2 for a V2 checkpoint (prefix.index), 1 for V1 (the prefix or its shards), else None."""
+  if tf.io.gfile.exists(prefix + '.index'):
+    return 2
+  if tf.io.gfile.exists(prefix) and not tf.io.gfile.isdir(prefix):
+    return 1
+  return 1 if tf.io.gfile.glob(prefix + '-?????-of-?????') else None
+
+
+def _check_checkpoint(checkpoint: Optional[str], model_dir: Optional[str] = None,
+                      version: int = 2) -> str:
+  """A prefix, a directory or model_dir's latest checkpoint, in format V`version`.
+
+  V2 checkpoints are found by export.resolve_checkpoint; a V1 prefix only when
+  version is 1 (freeze_graph's --checkpoint_version). Errors are FreezeErrors
+  that say which format a checkpoint of the other one is.
+  """
+  path = os.fspath(checkpoint) if checkpoint else None
+  if version == 1 and path and _checkpoint_format(path) == 1:
+    return path
   try:
-    return resolve_checkpoint(model_dir, os.fspath(checkpoint) if checkpoint else None)
+    found = resolve_checkpoint(model_dir, path)
   except CheckpointNotFoundError as e:
+    if path and _checkpoint_format(path) == 1:
+      raise FreezeError(f'the checkpoint is a V1 checkpoint but checkpoint_version is '
+                        f'{version}', value=path, fix='pass checkpoint_version=1 '
+                        '(--checkpoint_version=1) to read it') from e
     raise FreezeError(e.what, value=e.value, fix=e.fix) from e
+  actual = _checkpoint_format(found)
+  if actual is not None and actual != version:
+    raise FreezeError(f'the checkpoint is a V{actual} checkpoint but checkpoint_version is '
+                      f'{version}', value=found, fix=f'pass checkpoint_version={actual} '
+                      f'(--checkpoint_version={actual}) to read it')
+  return found
 
 
 def _tensors_by_node(graph: tf.Graph, names: Sequence[str]) -> Dict[str, tf.Tensor]:
@@ -140,7 +168,7 @@ def freeze_checkpoint(checkpoint: str, output_node_names: Union[str, Sequence[st
   Inputs are the Placeholders the outputs depend on, aliased by node name.
   """
   options = options or FreezeOptions()
-  checkpoint = _check_checkpoint(checkpoint)
+  checkpoint = _check_checkpoint(checkpoint, version=options.checkpoint_version)
   names = _names(output_node_names)
   graph = tf.Graph()
   with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
@@ -181,7 +209,7 @@ def freeze_graph_fn(build_fn: Callable[..., Tuple[Mapping[str, tf.Tensor],
     options: FreezeOptions.
   """
   options = options or FreezeOptions()
-  checkpoint = _check_checkpoint(checkpoint)
+  checkpoint = _check_checkpoint(checkpoint, version=options.checkpoint_version)
   graph = tf.Graph()
   with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
     inputs, outputs = build_fn(is_training=False)
@@ -273,7 +301,8 @@ def freeze_estimator(estimator: tf.estimator.Estimator,
     options: FreezeOptions.
   """
   options = options or FreezeOptions()
-  checkpoint_path = _check_checkpoint(checkpoint_path, estimator.model_dir)
+  checkpoint_path = _check_checkpoint(checkpoint_path, estimator.model_dir,
+                                      options.checkpoint_version)
   graph = tf.Graph()
   with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
     tf.compat.v1.train.get_or_create_global_step()
@@ -308,6 +337,8 @@ def freeze_graph(*, output_graph: str, input_graph: Optional[str] = None,
   Exactly one source: input_saved_model_dir; input_meta_graph (+ input_checkpoint);
   input_graph (a GraphDef file, binary if input_binary) + input_checkpoint; or
   input_checkpoint alone (its .meta beside it). Returns (FrozenGraph, manifest path).
+  freeze_graph's other flags are FreezeOptions: clear_devices, initializer_nodes,
+  variable_names_whitelist, variable_names_denylist and checkpoint_version.
   """
   if input_saved_model_dir:
     frozen = freeze_saved_model(input_saved_model_dir, signature_name, saved_model_tags,

@@ -20,6 +20,7 @@ from estimator_export.freeze import _passes as passes_lib
 
 MANIFEST_FORMAT = 1
 TABLE_MODES = ('embed', 'reference')
+CHECKPOINT_VERSIONS = (1, 2)
 
 
 class FreezeWarning(UserWarning):
@@ -41,10 +42,18 @@ class FreezeOptions:
     tables: 'embed' (vocabulary files become constants in the .pb) or
       'reference' (files are copied beside the .pb and fed to the init op).
     clear_devices: drop device placements.
-    variable_names_whitelist / variable_names_blacklist: which variables
-      become constants (as convert_variables_to_constants takes them).
+    variable_names_whitelist / variable_names_denylist: which variables
+      become constants (freeze_graph's flags); variables that stay variables
+      must be restored before the .pb runs, so it is then not checked.
     initializer_nodes: nodes to run before freezing (freeze_graph's flag).
     min_compress_elements: smaller float constants stay float32.
+    variable_names_blacklist: the old name of variable_names_denylist (either
+      may be given; both read the same value).
+    checkpoint_version: freeze_graph's checkpoint format, 2 (V2, what
+      tf.train.Saver writes: prefix.index + prefix.data-*) or 1 (V1, one file
+      per shard). Checkpoints of the other format are refused with a message
+      saying which they are; a SavedModel's variables are always V2, so it is
+      not used there.
   """
   optimizations: Tuple[str, ...] = ()
   compression: Optional[str] = None
@@ -57,6 +66,8 @@ class FreezeOptions:
   variable_names_blacklist: Optional[Tuple[str, ...]] = None
   initializer_nodes: Tuple[str, ...] = ()
   min_compress_elements: int = 1024
+  variable_names_denylist: Optional[Tuple[str, ...]] = None
+  checkpoint_version: int = 2
 
   def __post_init__(self):
     names = tuple(self.optimizations)
@@ -79,11 +90,25 @@ class FreezeOptions:
       if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise FreezeError(f'FreezeOptions.{field} must be a number >= 0', value=value,
                           fix='e.g. rtol=1e-5, atol=1e-5')
-    for field in ('variable_names_whitelist', 'variable_names_blacklist'):
+    for field in ('variable_names_whitelist', 'variable_names_denylist',
+                  'variable_names_blacklist'):
       value = getattr(self, field)
       if value is not None:
         object.__setattr__(self, field, tuple(value))
+    denylist, blacklist = self.variable_names_denylist, self.variable_names_blacklist
+    if denylist is not None and blacklist is not None and denylist != blacklist:
+      raise FreezeError('FreezeOptions got both variable_names_denylist and its old name '
+                        'variable_names_blacklist, with different names', value=blacklist,
+                        fix=f'pass only variable_names_denylist (now {list(denylist)})')
+    object.__setattr__(self, 'variable_names_denylist', denylist or blacklist)
+    object.__setattr__(self, 'variable_names_blacklist', denylist or blacklist)
     object.__setattr__(self, 'initializer_nodes', tuple(self.initializer_nodes))
+    if self.checkpoint_version not in CHECKPOINT_VERSIONS or isinstance(
+        self.checkpoint_version, bool):
+      raise FreezeError('FreezeOptions.checkpoint_version must be 1 (V1) or 2 (V2)',
+                        value=self.checkpoint_version,
+                        fix="use freeze_graph's values: 2 (the default; tf.train.Saver writes "
+                        'V2 checkpoints) or 1 for an old V1 checkpoint')
 
 
 @dataclasses.dataclass
@@ -341,7 +366,7 @@ def freeze_session(session: tf.compat.v1.Session, inputs: Mapping[str, tf.Tensor
     result = tf.compat.v1.graph_util.convert_variables_to_constants(
         session, graph_def, dest,
         variable_names_whitelist=options.variable_names_whitelist,
-        variable_names_blacklist=options.variable_names_blacklist)
+        variable_names_blacklist=options.variable_names_denylist)
   _embed_tables(result, frozen.tables)
   for table in frozen.tables:
     if table['storage'] == 'embedded':
@@ -352,6 +377,12 @@ def freeze_session(session: tf.compat.v1.Session, inputs: Mapping[str, tf.Tensor
     message = graph_lib.format_training_warning(training)
     frozen.warnings.append(message)
     warnings.warn(message, FreezeWarning, stacklevel=3)
+  kept = graph_lib.variable_nodes(result)
+  if kept:
+    message = graph_lib.format_kept_variables_warning(kept)
+    frozen.warnings.append(message)
+    warnings.warn(message, FreezeWarning, stacklevel=3)
+    reference = None  # The .pb cannot run by itself: nothing to compare.
 
   if reference is not None and not training:
     got = _run_frozen(frozen, result, feeds)

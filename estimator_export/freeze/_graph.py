@@ -26,6 +26,8 @@ TABLE_INIT_OPS = frozenset({'InitializeTableV2', 'InitializeTable',
                             'LookupTableImportV2', 'LookupTableImport'})
 TEXT_FILE_INIT_OPS = frozenset({'InitializeTableFromTextFileV2', 'InitializeTableFromTextFile'})
 
+VARIABLE_OPS = frozenset({'VarHandleOp', 'VariableV2', 'Variable'})
+
 _RANDOM_OPS = frozenset({'RandomUniform', 'RandomStandardNormal', 'TruncatedNormal',
                          'RandomUniformInt', 'StatelessRandomUniformV2',
                          'StatelessRandomNormalV2', 'StatelessRandomUniform'})
@@ -154,6 +156,20 @@ def format_training_warning(nodes: Sequence[Tuple[str, str]], limit: int = 6) ->
           'its moving statistics and dropout is off')
 
 
+def variable_nodes(graph_def) -> List[str]:
+  """Names of the variable nodes left in a (frozen) GraphDef, in graph order."""
+  return [n.name for n in graph_def.node if n.op in VARIABLE_OPS]
+
+
+def format_kept_variables_warning(names: Sequence[str], limit: int = 6) -> str:
+  more = f' and {len(names) - limit} more' if len(names) > limit else ''
+  return (f'{len(names)} variable(s) stay variables in the frozen graph '
+          f'(variable_names_whitelist/denylist): {", ".join(names[:limit])}{more}. The .pb '
+          'runs only after they are restored, so it was not compared with the model; leave '
+          'them out of variable_names_denylist (or add them to the whitelist) to make them '
+          'constants')
+
+
 def check_proto_size(estimated_bytes: int, what: str,
                      limit: Optional[int] = None) -> None:
   """Raises FreezeError when a frozen GraphDef would exceed the protobuf limit."""
@@ -172,7 +188,7 @@ def variable_bytes(graph: tf.Graph, names: Optional[Set[str]] = None) -> int:
   """Total bytes of the variables of a live graph (those named `names`, if given)."""
   total = 0
   for op in graph.get_operations():
-    if op.type not in ('VarHandleOp', 'VariableV2', 'Variable'):
+    if op.type not in VARIABLE_OPS:
       continue
     if names is not None and op.name not in names:
       continue
