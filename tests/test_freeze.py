@@ -506,6 +506,8 @@ class TestFrozenPredictor:
       ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 'p.pb'))
     with ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 'p.pb'), manifest=False) as p:
       assert p.run_tensors({'x:0': X}, 'probs:0')[0].shape == (5, 3)
+    with pytest.raises(ee.FreezeError, match='frozen predictor is closed.*from_frozen_graph'):
+      p.run_tensors({'x:0': X}, 'probs:0')
 
 
 def test_saved_model_vocabulary_comes_from_its_assets(tmp_path):
