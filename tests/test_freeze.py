@@ -250,6 +250,25 @@ class TestPassesAndValidation:
       passes_lib.compare_outputs(expected, {'a': expected['a'], 'b': np.ones(3)}, 0, 0,
                                      'after freezing')
 
+  def test_ints_must_be_equal_whatever_the_tolerance(self):
+    with pytest.raises(ee.FreezeError, match=r"output 'ids' differs .* by up to 1 "):
+      passes_lib.compare_outputs({'ids': np.array([100000])}, {'ids': np.array([100001])},
+                                 1e-5, 1e-5, 'after freezing')
+
+  def test_generated_samples_keep_a_known_batch_size(self, tmp_path):
+    def build(is_training):
+      del is_training
+      x = tf.compat.v1.placeholder(tf.float32, [3, 6], name='x')
+      w = tf.compat.v1.get_variable('w', [6, 2])
+      return {'x': x}, {'y': tf.matmul(x, w, name='y')}
+
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+      build(False)
+      session.run(tf.compat.v1.global_variables_initializer())
+      prefix = tf.compat.v1.train.Saver().save(session, str(tmp_path / 'model.ckpt'))
+    frozen = ee.freeze_graph_fn(build, prefix)
+    assert frozen.validation['samples'] == 3 and frozen.validation['max_abs_diff']['y'] == 0
+
   def test_options_are_validated(self):
     with pytest.raises(ee.FreezeError, match="unknown optimization.*'fold_all'"):
       ee.FreezeOptions(optimizations=('fold_all',))
