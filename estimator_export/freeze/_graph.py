@@ -8,7 +8,6 @@ import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2
 
 from estimator_export.errors import FreezeError, did_you_mean
 
@@ -256,8 +255,10 @@ def asset_feeds_of(meta_graph, export_dir: str) -> Mapping[str, str]:
   assets = list(meta_graph.asset_file_def)
   collection = meta_graph.collection_def.get('saved_model_assets')
   if collection is not None:
+    # AssetFileDef is not a public tf.* name; a MetaGraphDef's repeated field makes one.
+    scratch = tf.compat.v1.MetaGraphDef()
     for packed in collection.any_list.value:
-      asset = meta_graph_pb2.AssetFileDef()
+      asset = scratch.asset_file_def.add()
       packed.Unpack(asset)
       assets.append(asset)
   return {asset.tensor_info.name: os.path.join(export_dir, 'assets', asset.filename)
