@@ -283,10 +283,13 @@ class TestPassesAndValidation:
     with pytest.raises(ee.FreezeError, match='both variable_names_denylist and its old name'):
       ee.FreezeOptions(variable_names_denylist=['a'], variable_names_blacklist=['b'])
 
-  def test_blacklist_is_the_old_name_of_denylist(self):
-    for options in (ee.FreezeOptions(variable_names_blacklist=['a', 'b']),
-                    ee.FreezeOptions(variable_names_denylist=['a', 'b'])):
-      assert options.variable_names_denylist == options.variable_names_blacklist == ('a', 'b')
+  def test_name_lists_take_freeze_graph_strings(self):
+    options = ee.FreezeOptions(variable_names_denylist='a, b', variable_names_whitelist='c',
+                               initializer_nodes='init')
+    assert options.variable_names_denylist == ('a', 'b')
+    assert options.variable_names_whitelist == ('c',) and options.initializer_nodes == ('init',)
+    same = ee.FreezeOptions(variable_names_denylist=['a'], variable_names_blacklist=('a',))
+    assert same.variable_names_denylist == same.variable_names_blacklist == ('a',)
 
 
 class TestFreezeGraphFlags:
@@ -299,6 +302,13 @@ class TestFreezeGraphFlags:
           variable_names_denylist=['hidden/kernel']))
     assert graph_lib.variable_nodes(frozen.graph_def) == ['hidden/kernel']
     assert frozen.validation == {} and 'not compared with the model' in frozen.warnings[0]
+
+  def test_blacklist_is_the_old_name_of_denylist(self, session_model):
+    prefix, _ = session_model
+    with pytest.warns(ee.FreezeWarning, match='stay variables.*hidden/kernel'):
+      frozen = ee.freeze_checkpoint(prefix, 'probs', options=ee.FreezeOptions(
+          variable_names_blacklist=['hidden/kernel']))
+    assert graph_lib.variable_nodes(frozen.graph_def) == ['hidden/kernel']
 
   def test_cli_takes_the_blacklist_alias(self, session_model, tmp_path, capsys):
     prefix, _ = session_model

@@ -80,7 +80,7 @@ def _check_checkpoint(checkpoint: Optional[str], model_dir: Optional[str] = None
                       version: int = 2) -> str:
   """A prefix, a directory or model_dir's latest checkpoint, in format V`version`.
 
-  V2 checkpoints are found by export.resolve_checkpoint; a V1 prefix only when
+  V2 checkpoints are found by _saved_model.resolve_checkpoint; a V1 prefix only when
   version is 1 (freeze_graph's --checkpoint_version). Errors are FreezeErrors
   that say which format a checkpoint of the other one is.
   """

@@ -48,8 +48,9 @@ class FreezeOptions:
       must be restored before the .pb runs, so it is then not checked.
     initializer_nodes: nodes to run before freezing (freeze_graph's flag).
     min_compress_elements: smaller float constants stay float32.
-    variable_names_blacklist: the old name of variable_names_denylist (either
-      may be given; both read the same value).
+    variable_names_blacklist: the old name of variable_names_denylist; either
+      may be given (both only with the same names). Name lists may also be
+      comma-separated strings, as freeze_graph takes them.
     checkpoint_version: freeze_graph's checkpoint format, 2 (V2, what
       tf.train.Saver writes: prefix.index + prefix.data-*) or 1 (V1, one file
       per shard). Checkpoints of the other format are refused with a message
@@ -92,18 +93,18 @@ class FreezeOptions:
         raise FreezeError(f'FreezeOptions.{field} must be a number >= 0', value=value,
                           fix='e.g. rtol=1e-5, atol=1e-5')
     for field in ('variable_names_whitelist', 'variable_names_denylist',
-                  'variable_names_blacklist'):
+                  'variable_names_blacklist', 'initializer_nodes'):
       value = getattr(self, field)
-      if value is not None:
-        object.__setattr__(self, field, tuple(value))
+      if isinstance(value, str):  # freeze_graph's form: 'a,b'.
+        value = [v.strip() for v in value.split(',') if v.strip()]
+      if value is not None or field == 'initializer_nodes':
+        object.__setattr__(self, field, tuple(value or ()))
     denylist, blacklist = self.variable_names_denylist, self.variable_names_blacklist
     if denylist is not None and blacklist is not None and denylist != blacklist:
       raise FreezeError('FreezeOptions got both variable_names_denylist and its old name '
                         'variable_names_blacklist, with different names', value=blacklist,
-                        fix=f'pass only variable_names_denylist (now {list(denylist)})')
-    object.__setattr__(self, 'variable_names_denylist', denylist or blacklist)
-    object.__setattr__(self, 'variable_names_blacklist', denylist or blacklist)
-    object.__setattr__(self, 'initializer_nodes', tuple(self.initializer_nodes))
+                        fix=f'pass only variable_names_denylist (now {list(denylist)}), and '
+                        'variable_names_blacklist=None when replacing it')
     if self.checkpoint_version not in CHECKPOINT_VERSIONS or isinstance(
         self.checkpoint_version, bool):
       raise FreezeError('FreezeOptions.checkpoint_version must be 1 (V1) or 2 (V2)',
@@ -366,7 +367,8 @@ def freeze_session(session: tf.compat.v1.Session, inputs: Mapping[str, tf.Tensor
     result = tf.compat.v1.graph_util.convert_variables_to_constants(
         session, graph_def, dest,
         variable_names_whitelist=options.variable_names_whitelist,
-        variable_names_blacklist=options.variable_names_denylist)
+        variable_names_blacklist=(options.variable_names_denylist
+                                  or options.variable_names_blacklist))
   _embed_tables(result, frozen.tables)
   for table in frozen.tables:
     if table['storage'] == 'embedded':
