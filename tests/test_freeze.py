@@ -138,6 +138,26 @@ class TestFreezeCheckpoint:
     with pytest.raises(ee.FreezeError, match='checkpoint not found'):
       ee.freeze_checkpoint(str(tmp_path / 'nothing.ckpt'), ['probs'])
 
+  def test_checkpoint_of_another_model_is_an_error_not_a_traceback(self, tmp_path, capsys):
+    prefixes = {}
+    for name, rows in (('a', 2), ('b', 4)):
+      with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        x = tf.compat.v1.placeholder(tf.float32, [None, rows], name='x')
+        tf.identity(tf.matmul(x, tf.compat.v1.get_variable('w', [rows, 3])), name='y')
+        session.run(tf.compat.v1.global_variables_initializer())
+        prefixes[name] = tf.compat.v1.train.Saver().save(session, str(tmp_path / name / 'm'))
+        tf.io.write_graph(session.graph.as_graph_def(), str(tmp_path / name), 'g.pb', False)
+    code = cli.main(['freeze', f'--input_meta_graph={prefixes["a"]}.meta',
+                     f'--input_checkpoint={prefixes["b"]}', '--output_node_names=y',
+                     f'--output_graph={tmp_path / "x.pb"}'])
+    assert code == 2
+    assert ('freeze: error: the model fails on the sample inputs before freezing'
+            in capsys.readouterr().err)
+    with pytest.raises(ee.FreezeError, match='checkpoint does not fit the graph'):
+      ee.freeze_graph(output_graph=str(tmp_path / 'x.pb'), input_binary=True,
+                      input_graph=str(tmp_path / 'a' / 'g.pb'),
+                      input_checkpoint=prefixes['b'], output_node_names='y')
+
   def test_graph_over_the_protobuf_limit_recommends_the_saved_model(self, session_model,
                                                                     monkeypatch):
     prefix, _ = session_model

@@ -129,8 +129,20 @@ def _run_table_inits(session, graph, outputs):
                         'without its contents') from e
 
 
-def _restore_by_assign(session, graph: tf.Graph, checkpoint: str) -> None:
+def _restore(restore: Callable[[Any, str], None], session, checkpoint: str, graph: str):
+  """restore(session, checkpoint); a checkpoint that does not fit the graph as FreezeError."""
+  try:
+    restore(session, checkpoint)
+  except (tf.errors.OpError, ValueError) as e:
+    message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+    raise FreezeError(f'the checkpoint does not fit {graph}', value=checkpoint,
+                      fix='freeze a checkpoint written by this graph (the same model); '
+                      f'restore said: {message.strip().splitlines()[0]}') from e
+
+
+def _restore_by_assign(session, checkpoint: str) -> None:
   """Restores the variables of an imported GraphDef (which has no Saver) from a checkpoint."""
+  graph = session.graph
   reader = tf.train.load_checkpoint(checkpoint)
   assigns, feeds = [], {}
   with graph.as_default():
@@ -176,7 +188,7 @@ def freeze_checkpoint(checkpoint: str, output_node_names: Union[str, Sequence[st
       tf.compat.v1.import_graph_def(graph_def, name='')
       source = {'kind': 'graph_def+checkpoint'}
       outputs = _tensors_by_node(graph, names)
-      _restore_by_assign(session, graph, checkpoint)
+      _restore(_restore_by_assign, session, checkpoint, 'the graph')
     else:
       meta_graph = os.fspath(meta_graph or checkpoint + '.meta')
       if not tf.io.gfile.exists(meta_graph):
@@ -188,7 +200,7 @@ def freeze_checkpoint(checkpoint: str, output_node_names: Union[str, Sequence[st
       if saver is None:
         raise FreezeError('the MetaGraph has no variables to restore', value=meta_graph,
                           fix='save it with tf.compat.v1.train.Saver')
-      saver.restore(session, checkpoint)
+      _restore(saver.restore, session, checkpoint, meta_graph)
       source = {'kind': 'checkpoint', 'meta_graph': meta_graph}
     _run_table_inits(session, graph, outputs)
     source.update(path=checkpoint, checkpoint=checkpoint, step=_step(checkpoint))

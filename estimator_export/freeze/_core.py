@@ -352,7 +352,15 @@ def freeze_session(session: tf.compat.v1.Session, inputs: Mapping[str, tf.Tensor
   reference = None
   if feeds is not None:
     aliases = sorted(outputs)
-    reference = dict(zip(aliases, session.run([outputs[a] for a in aliases], feeds)))
+    try:
+      reference = dict(zip(aliases, session.run([outputs[a] for a in aliases], feeds)))
+    except (tf.errors.OpError, ValueError) as e:
+      message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+      raise FreezeError('the model fails on the sample inputs before freezing',
+                        value=message.strip().splitlines()[0],
+                        fix='check that the checkpoint was written by this graph (the '
+                        'MetaGraph or GraphDef and the checkpoint of one model), and that '
+                        'samples have the shapes and dtypes of the inputs') from e
 
   graph_def = graph.as_graph_def()
   if options.clear_devices:
