@@ -28,34 +28,20 @@ Latency: in TF 2.15 a `make_callable` with a non-empty feed_list runs through
 (`CallableOptions`) are reachable only through a private Session method, which
 this module does not use.
 """
-import dataclasses
 import os
-import threading
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
 from estimator_export._op_libraries import register_serving_op_libraries
+from estimator_export._runner import (GraphRunner, InputSpec, Shape, SignatureRunner, as_names,
+                                      check_input_keys, to_feed_array)
 from estimator_export._saved_model import DEFAULT_SIGNATURE, check_saved_model_dir
 from estimator_export.errors import ContractError, ExportError, SignatureError, did_you_mean
 
 __all__ = ['InputSpec', 'Predictor', 'check_input_keys', 'signature_input_specs',
            'tensor_info_spec', 'to_feed_array']
-
-# A static shape: None for unknown rank, else a tuple with None for unknown dims.
-Shape = Optional[Tuple[Optional[int], ...]]
-
-
-
-@dataclasses.dataclass(frozen=True)
-class InputSpec:
-  """What a fed tensor accepts: numpy dtype (object for strings) and static shape."""
-  dtype: np.dtype
-  shape: Shape
-
-  def as_tuple(self) -> Tuple[np.dtype, Shape]:
-    return self.dtype, self.shape
 
 
 def tensor_info_spec(info: Any, what: str) -> InputSpec:
@@ -77,106 +63,17 @@ def signature_input_specs(signature_def: Any, signature_name: str) -> Dict[str, 
           for key, info in sorted(signature_def.inputs.items())}
 
 
-def check_input_keys(signature_name: str, expected: Sequence[str], given: Iterable[str]):
-  """Raises SignatureError unless `given` holds exactly the `expected` input keys."""
-  given = set(given)
-  unknown = sorted(given.difference(expected))
-  if unknown:
-    raise SignatureError(f'unknown input key for signature {signature_name!r}',
-                         value=unknown[0], fix=f'the inputs are {sorted(expected)}.'
-                         + did_you_mean(unknown[0], expected))
-  missing = sorted(set(expected) - given)
-  if missing:
-    raise SignatureError(f'missing input(s) for signature {signature_name!r}', value=missing,
-                         fix=f'pass every input: {sorted(expected)}')
-
-
-def to_feed_array(value: Any, spec: InputSpec, what: str) -> np.ndarray:
-  """Converts an array-like to spec.dtype and checks it against spec.shape.
-
-  Args:
-    value: a numpy array, (nested) list, python scalar, or bytes/str for strings.
-    spec: the dtype and static shape the tensor accepts.
-    what: names the input in errors, e.g. "input 'x' of signature 'serving_default'".
-
-  Returns:
-    A numpy array of dtype spec.dtype (an object array of bytes for strings).
-
-  Raises:
-    SignatureError: the value cannot be converted without loss, or its shape
-      does not match spec.shape.
-  """
-  if spec.dtype == np.dtype(object):
-    array = _as_bytes_array(value, what)
-  else:
-    array = _as_numeric_array(value, spec.dtype, what)
-  _check_shape(array.shape, spec.shape, what)
-  return array
-
-
-def _as_bytes_array(value: Any, what: str) -> np.ndarray:
-  array = np.array(value, dtype=object)
-  flat = array.reshape(-1)
-  for i, item in enumerate(flat):
-    if isinstance(item, str):
-      flat[i] = item.encode('utf-8')
-    elif isinstance(item, bytes):  # Includes np.bytes_.
-      flat[i] = bytes(item)
-    else:
-      raise SignatureError(f'{what} is a string tensor; element {i} is not bytes or str',
-                           value=type(item).__name__,
-                           fix='feed bytes (e.g. serialized tf.Examples) or str values')
-  return array
-
-
-def _as_numeric_array(value: Any, dtype: np.dtype, what: str) -> np.ndarray:
-  try:
-    source = np.asarray(value)
-  except ValueError as e:  # Ragged nested lists.
-    raise SignatureError(f'{what} is not a rectangular array', value=str(e),
-                         fix='feed lists of equal lengths or a numpy array') from e
-  if source.dtype == dtype:
-    return source
-  if source.dtype.kind not in 'biuf':
-    raise SignatureError(f'{what} expects {dtype.name} values', value=source.dtype.name,
-                         fix=f'feed numbers convertible to {dtype.name}')
-  array = source.astype(dtype)
-  if dtype.kind in 'biu' and not np.array_equal(array, source):
-    raise SignatureError(f'{what} expects {dtype.name} values; converting would change them',
-                         value=source.reshape(-1)[:5].tolist(),
-                         fix=f'feed whole numbers in the range of {dtype.name}')
-  return array
-
-
-def _check_shape(got: Tuple[int, ...], expected: Shape, what: str):
-  if expected is None:
-    return
-  if len(got) == len(expected) and all(e is None or e == g for g, e in zip(got, expected)):
-    return
-  wanted = ', '.join('-1' if d is None else str(d) for d in expected)
-  raise SignatureError(f'{what} expects shape {expected} (None: any size)', value=got,
-                       fix=f'feed an array of rank {len(expected)} and shape [{wanted}]')
-
-
-def _as_names(names: Union[str, Sequence[str]]) -> List[str]:
-  return [names] if isinstance(names, str) else list(names)
-
-
-class _Loaded:
-  """One loaded SavedModel: graph, session, MetaGraph and a cache of callables.
+class _Loaded(GraphRunner):
+  """One loaded SavedModel: graph, session, MetaGraph, callables and predictors.
 
   Shared by every Predictor made from the same load (see for_signature).
   """
 
   def __init__(self, export_dir: str, graph: tf.Graph, session: tf.compat.v1.Session,
                meta_graph: Any):
+    super().__init__(graph, session)
     self.export_dir = export_dir
-    self.graph = graph
-    self.session = session
     self.meta_graph = meta_graph
-    self.closed = False
-    self._lock = threading.RLock()
-    self._callables: Dict[Tuple[Tuple[str, ...], Tuple[str, ...]], Callable[..., Any]] = {}
     self._predictors: Dict[str, 'Predictor'] = {}
 
   def predictor(self, signature_name: str) -> 'Predictor':
@@ -186,38 +83,9 @@ class _Loaded:
         self._predictors[signature_name] = Predictor(self, signature_name)
       return self._predictors[signature_name]
 
-  def callable_for(self, feeds: Sequence[tf.Tensor], fetches: Sequence[tf.Tensor]
-                  ) -> Callable[..., List[np.ndarray]]:
-    """A cached callable: positional feed values in `feeds` order -> fetched arrays."""
-    key = (tuple(t.name for t in feeds), tuple(t.name for t in fetches))
-    with self._lock:
-      fn = self._callables.get(key)
-      if fn is None:
-        fn = self.session.make_callable(list(fetches), feed_list=list(feeds))
-        self._callables[key] = fn
-    return fn
-
-  def tensor(self, name: str) -> tf.Tensor:
-    """The graph tensor called `name` ('op:0'); SignatureError naming close ops."""
-    try:
-      return self.graph.get_tensor_by_name(name)
-    except (KeyError, ValueError) as e:
-      op_name = name.split(':', 1)[0]
-      ops = [op.name for op in self.graph.get_operations()]
-      hint = did_you_mean(op_name, ops)
-      raise SignatureError('no such tensor in the graph', value=name,
-                           fix="use a tensor name of the form '<op name>:<output index>'."
-                           + hint) from e
-
-  def check_open(self):
-    if self.closed:
-      raise ExportError('the predictor is closed', value=self.export_dir,
-                        fix='create a new one with Predictor.from_saved_model')
-
-  def close(self):
-    if not self.closed:
-      self.closed = True
-      self.session.close()
+  def closed_error(self) -> ExportError:
+    return ExportError('the predictor is closed', value=self.export_dir,
+                       fix='create a new one with Predictor.from_saved_model')
 
 
 class Predictor:
@@ -243,17 +111,14 @@ class Predictor:
     self._loaded = loaded
     self._signature_name = signature_name
     self._signature_def = signature_defs[signature_name]
-    self._input_specs = signature_input_specs(self._signature_def, signature_name)
-    self._input_keys = tuple(self._input_specs)
-    self._input_key_set = frozenset(self._input_keys)
     inputs, outputs = self._signature_def.inputs, self._signature_def.outputs
-    self._feeds = tuple(self._signature_tensor('input', k, inputs[k]) for k in self._input_keys)
-    self._output_keys = tuple(sorted(outputs))
-    self._outputs = {k: self._signature_tensor('output', k, outputs[k])
-                     for k in self._output_keys}
-    self._input_what = {k: f'input {k!r} of signature {signature_name!r}'
-                        for k in self._input_keys}
-    self._run_all = self._runner(self._output_keys)
+    specs = signature_input_specs(self._signature_def, signature_name)
+    self._run = SignatureRunner(
+        loaded, signature_name,
+        {k: (self._signature_tensor('input', k, inputs[k]), spec) for k, spec in specs.items()},
+        {k: self._signature_tensor('output', k, outputs[k]) for k in outputs},
+        input_what={k: f'input {k!r} of signature {signature_name!r}' for k in specs},
+        unknown_output=f'no such output in signature {signature_name!r}')
 
   @classmethod
   def from_saved_model(cls, export_dir: str, signature_name: str = DEFAULT_SIGNATURE,
@@ -274,7 +139,7 @@ class Predictor:
     """
     export_dir = os.fspath(export_dir)
     check_saved_model_dir(export_dir)
-    tags = _as_names(tags)
+    tags = as_names(tags)
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=config)
     try:
@@ -304,16 +169,16 @@ class Predictor:
 
   @property
   def input_keys(self) -> Tuple[str, ...]:
-    return self._input_keys
+    return self._run.input_keys
 
   @property
   def output_keys(self) -> Tuple[str, ...]:
-    return self._output_keys
+    return self._run.output_keys
 
   @property
   def input_specs(self) -> Dict[str, Tuple[np.dtype, Shape]]:
     """Input key -> (numpy dtype, shape tuple with None dims, or None if rank unknown)."""
-    return {k: spec.as_tuple() for k, spec in self._input_specs.items()}
+    return {k: spec.as_tuple() for k, spec in self._run.input_specs.items()}
 
   @property
   def graph(self) -> tf.Graph:
@@ -349,13 +214,7 @@ class Predictor:
         does not match its input's dtype or shape. Nothing has run.
     """
     self._loaded.check_open()
-    feeds = self._merge_inputs(inputs, kwargs)
-    if feeds.keys() != self._input_key_set:
-      check_input_keys(self._signature_name, self._input_keys, feeds)
-    values = [to_feed_array(feeds[k], self._input_specs[k], self._input_what[k])
-              for k in self._input_keys]
-    keys, run = self._run_all if outputs is None else self._runner(_as_names(outputs))
-    return dict(zip(keys, run(*values)))
+    return self._run(self._merge_inputs(inputs, kwargs), outputs)
 
   def run_tensors(self, feeds: Mapping[str, Any],
                   fetches: Union[str, Sequence[str]]) -> List[np.ndarray]:
@@ -364,12 +223,7 @@ class Predictor:
     Values are converted to each fed tensor's dtype and checked against its
     static shape. Returns one numpy array per fetch, in order.
     """
-    self._loaded.check_open()
-    feed_tensors = [self._loaded.tensor(name) for name in feeds]
-    fetch_tensors = [self._loaded.tensor(name) for name in _as_names(fetches)]
-    values = [to_feed_array(value, _static_spec(t), f'tensor {t.name!r}')
-              for t, value in zip(feed_tensors, feeds.values())]
-    return self._loaded.callable_for(feed_tensors, fetch_tensors)(*values)
+    return self._loaded.run_tensors(feeds, fetches)
 
   def for_signature(self, signature_name: str) -> 'Predictor':
     """The predictor for another signature, sharing this graph and session.
@@ -397,8 +251,8 @@ class Predictor:
   def __repr__(self) -> str:
     state = ', closed' if self.closed else ''
     return (f'Predictor({self.export_dir!r}, signature={self._signature_name!r}, '
-            f'method={self._signature_def.method_name!r}, inputs={list(self._input_keys)}, '
-            f'outputs={list(self._output_keys)}{state})')
+            f'method={self._signature_def.method_name!r}, inputs={list(self.input_keys)}, '
+            f'outputs={list(self.output_keys)}{state})')
 
   # ----- helpers -----
 
@@ -413,36 +267,14 @@ class Predictor:
                           fix='re-export the model so the signature matches the graph')
     return tensor
 
-  def _runner(self, output_keys: Sequence[str]
-             ) -> Tuple[Tuple[str, ...], Callable[..., List[np.ndarray]]]:
-    """(output keys, callable) fetching those outputs; one fetch per distinct tensor."""
-    for key in output_keys:
-      if key not in self._outputs:
-        raise SignatureError(f'no such output in signature {self._signature_name!r}',
-                             value=key, fix=f'use some of {list(self._output_keys)}.'
-                             + did_you_mean(key, self._output_keys))
-    keys = tuple(output_keys)
-    tensors = [self._outputs[k] for k in keys]
-    distinct = list(dict.fromkeys(tensors))  # Two outputs may name one tensor.
-    fetch = self._loaded.callable_for(self._feeds, distinct)
-    if len(distinct) == len(tensors):
-      return keys, fetch
-    index = [distinct.index(t) for t in tensors]
-
-    def run(*values):
-      fetched = fetch(*values)
-      return [fetched[i] for i in index]
-
-    return keys, run
-
   def _merge_inputs(self, inputs: Any, kwargs: Mapping[str, Any]) -> Dict[str, Any]:
     if inputs is None:
       return dict(kwargs)
     if not isinstance(inputs, Mapping):
-      if 'inputs' not in self._input_key_set:
+      if 'inputs' not in self._run.input_keys:
         raise SignatureError('inputs must be a dict keyed by input name',
                              value=type(inputs).__name__,
-                             fix=f'pass {{key: value}} for the keys {list(self._input_keys)}')
+                             fix=f'pass {{key: value}} for the keys {list(self.input_keys)}')
       inputs = {'inputs': inputs}
     both = sorted(set(inputs) & set(kwargs))
     if both:
@@ -450,12 +282,6 @@ class Predictor:
                            fix='pass each input once')
     return {**inputs, **kwargs}
 
-
-
-def _static_spec(tensor: tf.Tensor) -> InputSpec:
-  shape = tensor.shape
-  dims = None if shape.rank is None else tuple(shape.as_list())
-  return InputSpec(np.dtype(tensor.dtype.as_numpy_dtype), dims)
 
 
 def _load(session: tf.compat.v1.Session, tags: List[str], export_dir: str) -> Any:

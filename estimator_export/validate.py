@@ -1,9 +1,10 @@
 """Checks that an export keeps its contract: every signature runs, paths agree.
 
 Used by `export_for_serving` before a version is published, and by
-`estimator-export validate --dir DIR` on any export with a manifest.
+`estimator-export validate --dir DIR` on any export with a manifest. Freezing
+uses its sample inputs (sample_feeds) and tolerance comparison (compare_arrays).
 """
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -38,7 +39,8 @@ def guess_kind(signature_def) -> str:
 def sample_feeds(signature_defs: Mapping[str, Any], spec: Optional[FeatureSpec],
                  samples: Optional[Mapping[str, Any]] = None,
                  kinds: Optional[Mapping[str, str]] = None,
-                 batch_size: int = 2) -> Dict[str, Dict[str, Any]]:
+                 batch_size: int = 2,
+                 rng: Optional[np.random.RandomState] = None) -> Dict[str, Dict[str, Any]]:
   """Signature name -> inputs, from the samples or from defaults.
 
   Args:
@@ -47,10 +49,13 @@ def sample_feeds(signature_defs: Mapping[str, Any], spec: Optional[FeatureSpec],
     samples: feature name or input key -> array [batch, ...].
     kinds: receiver name -> kind; guessed from each SignatureDef if absent.
     batch_size: rows of generated samples.
+    rng: generated float inputs are drawn from it (normal), not zeros.
 
   Raw inputs take samples[key]; a serialized tf.Example input takes the
   samples serialized; text inputs take samples[key] (default: a sentence);
-  image inputs take samples[key] (default: a small PNG).
+  image inputs take samples[key] (default: a small PNG). Without a spec, other
+  inputs are generated from their signature shapes: known dims kept, an
+  unknown first dim is the batch, other unknown dims 1; strings b''.
   """
   batch = dict(samples) if samples is not None else {}
   if spec is not None:
@@ -80,7 +85,7 @@ def sample_feeds(signature_defs: Mapping[str, Any], spec: Optional[FeatureSpec],
       elif key in features:
         inputs[key] = features[key]
       elif spec is None:
-        inputs[key] = _zeros_for(info, n)
+        inputs[key] = _generated(info, n, rng)
       else:
         raise ValidationError(f'signature {name!r} input {key!r} has no sample value',
                               value=key, fix=f'pass samples={{{key!r}: [...]}}')
@@ -92,12 +97,14 @@ def _rows(batch: Mapping[str, Any], default: int) -> int:
   return len(next(iter(batch.values()))) if batch else default
 
 
-def _zeros_for(tensor_info, n: int) -> np.ndarray:
+def _generated(tensor_info, n: int, rng: Optional[np.random.RandomState]) -> np.ndarray:
   dtype = tf.dtypes.as_dtype(tensor_info.dtype)
   dims = [d.size for d in tensor_info.tensor_shape.dim]
-  shape = [n] + [1 if d < 0 else d for d in dims[1:]] if dims else []
+  shape = [n if dims[0] < 0 else dims[0]] + [1 if d < 0 else d for d in dims[1:]] if dims else []
   if dtype == tf.string:
     return np.full(shape, b'', dtype=object)
+  if rng is not None and dtype.is_floating:
+    return rng.normal(size=shape).astype(dtype.as_numpy_dtype)
   return np.zeros(shape, dtype=dtype.as_numpy_dtype)
 
 
@@ -196,13 +203,41 @@ def is_numeric(value) -> bool:
   return np.asarray(value).dtype.kind in 'biuf'
 
 
+def max_abs_difference(expected, actual) -> float:
+  """The largest |actual - expected|, computed in float64 (0.0 for empty arrays)."""
+  expected, actual = np.asarray(expected), np.asarray(actual)
+  if not expected.size:
+    return 0.0
+  return float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
+
+
+def compare_arrays(expected, actual, rtol: float, atol: float,
+                   equal_nan: bool = True) -> Tuple[bool, float]:
+  """(close, difference) of two arrays of one shape: the one tolerance check.
+
+  Floats (and complex) are close when |actual - expected| <= atol + rtol *
+  |expected| everywhere (NaN matches NaN if equal_nan); the difference is the
+  largest |actual - expected|. Everything else (ints, bools, strings) must be
+  equal; the difference is the largest one for ints, else the number of
+  differing elements.
+  """
+  expected, actual = np.asarray(expected), np.asarray(actual)
+  if expected.dtype.kind in 'fc':
+    return (bool(np.allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=equal_nan)),
+            max_abs_difference(expected, actual))
+  same = np.array_equal(expected, actual)
+  if expected.dtype.kind in 'iu' and actual.dtype.kind in 'iu':
+    return same, max_abs_difference(expected, actual)
+  return same, float(np.sum(expected != actual)) if expected.size else 0.0
+
+
 def assert_close(expected, actual, what: str, against: str, rtol: float, atol: float):
   expected, actual = np.asarray(expected), np.asarray(actual)
   if expected.shape != actual.shape:
     raise ValidationError(f'{what} has shape {actual.shape}, {against} {expected.shape}',
                           value=actual.shape, fix='check the receivers and the model_fn')
-  if not np.allclose(expected, actual, rtol=rtol, atol=atol):
-    diff = float(np.max(np.abs(expected.astype(np.float64) - actual.astype(np.float64))))
+  close, diff = compare_arrays(expected, actual, rtol, atol, equal_nan=False)
+  if not close:
     raise ValidationError(f'{what} differs from {against}: max abs difference {diff:.3g}',
                           value=diff, fix=f'tolerance is rtol={rtol}, atol={atol}; look for '
                           'randomness or training-mode ops (dropout) in the PREDICT graph, '

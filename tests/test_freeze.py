@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 import estimator_export as ee
-from estimator_export import _freeze_graph
-from estimator_export import _freeze_passes
 from estimator_export import cli
+from estimator_export.freeze import _graph as graph_lib
+from estimator_export.freeze import _passes as passes_lib
 from tests import toy
 
 RNG = np.random.RandomState(0)
@@ -138,11 +138,31 @@ class TestFreezeCheckpoint:
     with pytest.raises(ee.FreezeError, match='checkpoint not found'):
       ee.freeze_checkpoint(str(tmp_path / 'nothing.ckpt'), ['probs'])
 
+  def test_checkpoint_of_another_model_is_an_error_not_a_traceback(self, tmp_path, capsys):
+    prefixes = {}
+    for name, rows in (('a', 2), ('b', 4)):
+      with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        x = tf.compat.v1.placeholder(tf.float32, [None, rows], name='x')
+        tf.identity(tf.matmul(x, tf.compat.v1.get_variable('w', [rows, 3])), name='y')
+        session.run(tf.compat.v1.global_variables_initializer())
+        prefixes[name] = tf.compat.v1.train.Saver().save(session, str(tmp_path / name / 'm'))
+        tf.io.write_graph(session.graph.as_graph_def(), str(tmp_path / name), 'g.pb', False)
+    code = cli.main(['freeze', f'--input_meta_graph={prefixes["a"]}.meta',
+                     f'--input_checkpoint={prefixes["b"]}', '--output_node_names=y',
+                     f'--output_graph={tmp_path / "x.pb"}'])
+    assert code == 2
+    assert ('freeze: error: the model fails on the sample inputs before freezing'
+            in capsys.readouterr().err)
+    with pytest.raises(ee.FreezeError, match='checkpoint does not fit the graph'):
+      ee.freeze_graph(output_graph=str(tmp_path / 'x.pb'), input_binary=True,
+                      input_graph=str(tmp_path / 'a' / 'g.pb'),
+                      input_checkpoint=prefixes['b'], output_node_names='y')
+
   def test_graph_over_the_protobuf_limit_recommends_the_saved_model(self, session_model,
                                                                     monkeypatch):
     prefix, _ = session_model
     # The real limit is 2 GiB; the model is ~2 KB, so lower the limit to that scale.
-    monkeypatch.setattr(_freeze_graph, 'PROTO_LIMIT_BYTES', 1000)
+    monkeypatch.setattr(graph_lib, 'PROTO_LIMIT_BYTES', 1000)
     with pytest.raises(ee.FreezeError, match='protobuf limit.*serve the SavedModel'):
       ee.freeze_checkpoint(prefix, ['probs'])
 
@@ -166,14 +186,14 @@ class TestInferenceGraph:
                                   prefix, ee.FreezeOptions(optimizations=('all',)))
     ops = _op_counts(frozen.graph_def)
     assert 'RandomUniform' not in ops and 'Rsqrt' not in ops
-    assert [s['name'] for s in frozen.optimizations] == list(_freeze_passes.PASSES)
+    assert [s['name'] for s in frozen.optimizations] == list(passes_lib.PASSES)
     assert frozen.optimizations[-1]['note'] == '1 folded into weights'
     # Independently: the inference graph restored in a session.
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
       inputs, outputs = _build_mlp(False, fused=False)
       tf.compat.v1.train.Saver().restore(session, prefix)
       expected = session.run(outputs['probs'], {inputs['x']: X})
-    got = _freeze_passes.run_graph_def(frozen.graph_def, ['probs:0'], {'x:0': X})[0]
+    got = passes_lib.run_graph_def(frozen.graph_def, ['probs:0'], {'x:0': X})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
   def test_fused_batch_norm_after_conv_is_folded(self, tmp_path):
@@ -216,7 +236,7 @@ class TestPassesAndValidation:
         optimizations=('fold_constants', 'strip_unused')))
     assert [s['name'] for s in frozen.optimizations] == ['strip_unused', 'fold_constants']
     assert len(frozen.graph_def.node) < len(plain.graph_def.node)
-    got = _freeze_passes.run_graph_def(frozen.graph_def, ['probs:0'], {'x:0': X})[0]
+    got = passes_lib.run_graph_def(frozen.graph_def, ['probs:0'], {'x:0': X})[0]
     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-6)
 
   def test_remove_training_nodes_drops_identity_and_stop_gradient(self, tmp_path):
@@ -236,19 +256,38 @@ class TestPassesAndValidation:
         optimizations=('remove_training_nodes',)))
     ops = _op_counts(frozen.graph_def)
     assert 'StopGradient' not in ops and 'Identity' not in ops
-    got = _freeze_passes.run_graph_def(frozen.graph_def, ['out:0'], {'x:0': X})[0]
+    got = passes_lib.run_graph_def(frozen.graph_def, ['out:0'], {'x:0': X})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
   def test_difference_names_the_output_and_size(self):
     expected = {'a': np.zeros(3, np.float32), 'b': np.arange(3)}
     with pytest.raises(ee.FreezeError, match=r"output 'a' differs .* after the x pass by up "
                        r'to 0\.5'):
-      _freeze_passes.compare_outputs(expected, {'a': np.array([0, 0.5, 0], np.float32),
+      passes_lib.compare_outputs(expected, {'a': np.array([0, 0.5, 0], np.float32),
                                                 'b': np.arange(3)}, 1e-5, 1e-5,
                                      'after the x pass')
     with pytest.raises(ee.FreezeError, match="output 'b' differs"):
-      _freeze_passes.compare_outputs(expected, {'a': expected['a'], 'b': np.ones(3)}, 0, 0,
+      passes_lib.compare_outputs(expected, {'a': expected['a'], 'b': np.ones(3)}, 0, 0,
                                      'after freezing')
+
+  def test_ints_must_be_equal_whatever_the_tolerance(self):
+    with pytest.raises(ee.FreezeError, match=r"output 'ids' differs .* by up to 1 "):
+      passes_lib.compare_outputs({'ids': np.array([100000])}, {'ids': np.array([100001])},
+                                 1e-5, 1e-5, 'after freezing')
+
+  def test_generated_samples_keep_a_known_batch_size(self, tmp_path):
+    def build(is_training):
+      del is_training
+      x = tf.compat.v1.placeholder(tf.float32, [3, 6], name='x')
+      w = tf.compat.v1.get_variable('w', [6, 2])
+      return {'x': x}, {'y': tf.matmul(x, w, name='y')}
+
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+      build(False)
+      session.run(tf.compat.v1.global_variables_initializer())
+      prefix = tf.compat.v1.train.Saver().save(session, str(tmp_path / 'model.ckpt'))
+    frozen = ee.freeze_graph_fn(build, prefix)
+    assert frozen.validation['samples'] == 3 and frozen.validation['max_abs_diff']['y'] == 0
 
   def test_options_are_validated(self):
     with pytest.raises(ee.FreezeError, match="unknown optimization.*'fold_all'"):
@@ -259,6 +298,94 @@ class TestPassesAndValidation:
       ee.FreezeOptions(tables='copy')
     with pytest.raises(ee.FreezeError, match='rtol'):
       ee.FreezeOptions(rtol=-1)
+    with pytest.raises(ee.FreezeError, match=r'checkpoint_version must be 1 \(V1\) or 2.*got 3'):
+      ee.FreezeOptions(checkpoint_version=3)
+    with pytest.raises(ee.FreezeError, match='both variable_names_denylist and its old name'):
+      ee.FreezeOptions(variable_names_denylist=['a'], variable_names_blacklist=['b'])
+
+  def test_name_lists_take_freeze_graph_strings(self):
+    options = ee.FreezeOptions(variable_names_denylist='a, b', variable_names_whitelist='c',
+                               initializer_nodes='init')
+    assert options.variable_names_denylist == ('a', 'b')
+    assert options.variable_names_whitelist == ('c',) and options.initializer_nodes == ('init',)
+    same = ee.FreezeOptions(variable_names_denylist=['a'], variable_names_blacklist=('a',))
+    assert same.variable_names_denylist == same.variable_names_blacklist == ('a',)
+
+
+class TestFreezeGraphFlags:
+  """--variable_names_denylist (alias --variable_names_blacklist) and --checkpoint_version."""
+
+  def test_denylisted_variable_stays_a_variable_and_is_not_checked(self, session_model):
+    prefix, _ = session_model
+    with pytest.warns(ee.FreezeWarning, match=r"1 variable\(s\) stay variables.*hidden/kernel"):
+      frozen = ee.freeze_checkpoint(prefix, 'probs', options=ee.FreezeOptions(
+          variable_names_denylist=['hidden/kernel']))
+    assert graph_lib.variable_nodes(frozen.graph_def) == ['hidden/kernel']
+    assert frozen.validation == {} and 'not compared with the model' in frozen.warnings[0]
+
+  def test_blacklist_is_the_old_name_of_denylist(self, session_model):
+    prefix, _ = session_model
+    with pytest.warns(ee.FreezeWarning, match='stay variables.*hidden/kernel'):
+      frozen = ee.freeze_checkpoint(prefix, 'probs', options=ee.FreezeOptions(
+          variable_names_blacklist=['hidden/kernel']))
+    assert graph_lib.variable_nodes(frozen.graph_def) == ['hidden/kernel']
+
+  def test_cli_takes_the_blacklist_alias(self, session_model, tmp_path, capsys):
+    prefix, _ = session_model
+    out = str(tmp_path / 'deny.pb')
+    code = cli.main(['freeze', f'--input_checkpoint={prefix}', '--output_node_names=probs',
+                     f'--output_graph={out}', '--variable_names_blacklist=hidden/kernel'])
+    assert code == 0
+    assert 'freeze: warning: 1 variable(s) stay variables' in capsys.readouterr().err
+    assert 'hidden/kernel' in ee.read_frozen_manifest(out)['warnings'][0]
+
+  def test_v1_checkpoint_needs_checkpoint_version_1(self, tmp_path):
+    directory = str(tmp_path / 'v1')
+    os.makedirs(directory)  # The V1 Saver does not create it.
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session() as session:
+      inputs, outputs = _build_mlp()
+      session.run(tf.compat.v1.global_variables_initializer())
+      saver = tf.compat.v1.train.Saver(write_version=tf.compat.v1.train.SaverDef.V1)
+      prefix = saver.save(session, os.path.join(directory, 'model.ckpt'))
+      reference = session.run(outputs['probs'], {inputs['x']: X})
+    assert not os.path.exists(prefix + '.index')
+    with pytest.raises(ee.FreezeError, match=r'a V1 checkpoint but checkpoint_version is 2.*'
+                       r'checkpoint_version=1'):
+      ee.freeze_checkpoint(prefix, 'probs')
+    for checkpoint in (prefix, directory):
+      frozen = ee.freeze_checkpoint(checkpoint, 'probs',
+                                    options=ee.FreezeOptions(checkpoint_version=1))
+      got = passes_lib.run_graph_def(frozen.graph_def, ['probs:0'], {'x:0': X})[0]
+      np.testing.assert_allclose(got, reference, rtol=1e-6)
+
+  def test_cli_refuses_a_v2_checkpoint_as_v1(self, session_model, tmp_path, capsys):
+    prefix, _ = session_model
+    code = cli.main(['freeze', f'--input_checkpoint={prefix}', '--output_node_names=probs',
+                     f'--output_graph={tmp_path / "x.pb"}', '--checkpoint_version=1'])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('estimator-export freeze: error: the checkpoint is a V2 checkpoint '
+                          'but checkpoint_version is 1')
+    assert '--checkpoint_version=2' in err and not os.path.exists(tmp_path / 'x.pb')
+
+  @pytest.mark.parametrize('samples, message', [
+      ('{"x": [[1.0', '--samples is not valid JSON'),
+      ('[1, 2]', '--samples must be a JSON object'),
+      ('@/nonexistent/samples.json', "--samples: cannot read '/nonexistent/samples.json'")])
+  def test_cli_bad_samples_exit_2(self, session_model, tmp_path, capsys, samples, message):
+    prefix, _ = session_model
+    code = cli.main(['freeze', f'--input_checkpoint={prefix}', '--output_node_names=probs',
+                     f'--output_graph={tmp_path / "x.pb"}', '--samples', samples])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(f'estimator-export freeze: error: {message}')
+
+  def test_every_flag_has_help(self):
+    parser = cli.build_parser()
+    freeze = next(a for a in parser._actions if a.dest == 'command').choices['freeze']
+    assert freeze.description and 'examples:' in freeze.epilog
+    for action in freeze._actions:
+      assert action.help, action.option_strings
 
 
 class TestCompression:
@@ -428,6 +555,8 @@ class TestFrozenPredictor:
       ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 'p.pb'))
     with ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 'p.pb'), manifest=False) as p:
       assert p.run_tensors({'x:0': X}, 'probs:0')[0].shape == (5, 3)
+    with pytest.raises(ee.FreezeError, match='frozen predictor is closed.*from_frozen_graph'):
+      p.run_tensors({'x:0': X}, 'probs:0')
 
 
 def test_saved_model_vocabulary_comes_from_its_assets(tmp_path):

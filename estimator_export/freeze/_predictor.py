@@ -1,18 +1,17 @@
 """Run a frozen `.pb`: import_graph_def once, then call it by alias or tensor name.
 
-Private to estimator_export.freeze (re-exported there as FrozenPredictor).
+Private to the estimator_export.freeze package (re-exported there as FrozenPredictor).
 """
 import json
 import os
-import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
 
 from estimator_export._op_libraries import register_serving_op_libraries
-from estimator_export.errors import FreezeError, SignatureError, did_you_mean
-from estimator_export.predictor import InputSpec, check_input_keys, to_feed_array
+from estimator_export._runner import GraphRunner, InputSpec, SignatureRunner
+from estimator_export.errors import FreezeError
 
 
 def _manifest_path(graph_path: str) -> str:
@@ -50,6 +49,16 @@ def _spec(entry: Mapping[str, Any]) -> InputSpec:
   return InputSpec(np.dtype(tf.as_dtype(entry['dtype']).as_numpy_dtype), dims)
 
 
+class _FrozenRunner(GraphRunner):
+  """The graph and session of one FrozenPredictor."""
+  GRAPH = 'the frozen graph'
+  TENSOR_FORM = "use '<node name>:<output index>'."
+
+  def closed_error(self) -> FreezeError:
+    return FreezeError('the frozen predictor is closed', value=None,
+                       fix='create a new one with FrozenPredictor.from_frozen_graph')
+
+
 class FrozenPredictor:
   """A frozen GraphDef loaded into its own graph and session, run by alias or tensor name.
 
@@ -72,28 +81,31 @@ class FrozenPredictor:
     """
     register_serving_op_libraries()
     self._manifest = dict(manifest or {})
-    self._graph = tf.Graph()
-    with self._graph.as_default():
+    graph = tf.Graph()
+    with graph.as_default():
       tf.compat.v1.import_graph_def(graph_def, name='')
-    self._session = tf.compat.v1.Session(graph=self._graph,
-                                         config=config or default_session_config())
-    self._lock = threading.Lock()
-    self._callables: Dict[Tuple[Tuple[str, ...], Tuple[str, ...]], Callable[..., Any]] = {}
-    self._closed = False
+    self._runner = _FrozenRunner(
+        graph, tf.compat.v1.Session(graph=graph, config=config or default_session_config()))
     try:
       init_op = self._manifest.get('init_op')
       if init_op:
         assets = {name: os.path.join(base_dir, path)
                   for name, path in self._manifest.get('assets', {}).items()}
-        self._session.run(self._graph.get_operation_by_name(init_op),
-                          feed_dict={self._tensor(k): v for k, v in assets.items()} or None)
-      self._inputs = {k: v for k, v in self._manifest.get('inputs', {}).items()}
-      self._outputs = {k: v for k, v in self._manifest.get('outputs', {}).items()}
-      self._input_specs = {k: _spec(v) for k, v in self._inputs.items()}
+        self.session.run(graph.get_operation_by_name(init_op),
+                         feed_dict={self._runner.tensor(k): v for k, v in assets.items()}
+                         or None)
+      graph.finalize()
+      inputs = self._manifest.get('inputs', {})
+      self._run = SignatureRunner(
+          self._runner, 'frozen graph',
+          {k: (self._runner.tensor(v['name']), _spec(v)) for k, v in inputs.items()},
+          {k: self._runner.tensor(v['name'])
+           for k, v in self._manifest.get('outputs', {}).items()},
+          input_what={k: f'input {k!r}' for k in inputs},
+          unknown_output='no such output of the frozen graph')
     except BaseException:
-      self._session.close()
+      self._runner.close()
       raise
-    self._graph.finalize()
 
   @classmethod
   def from_frozen_graph(cls, graph_path: str, manifest: Union[bool, Mapping[str, Any]] = True,
@@ -122,11 +134,11 @@ class FrozenPredictor:
 
   @property
   def graph(self) -> tf.Graph:
-    return self._graph
+    return self._runner.graph
 
   @property
   def session(self) -> tf.compat.v1.Session:
-    return self._session
+    return self._runner.session
 
   @property
   def manifest(self) -> Dict[str, Any]:
@@ -134,11 +146,11 @@ class FrozenPredictor:
 
   @property
   def input_keys(self) -> Tuple[str, ...]:
-    return tuple(sorted(self._inputs))
+    return self._run.input_keys
 
   @property
   def output_keys(self) -> Tuple[str, ...]:
-    return tuple(sorted(self._outputs))
+    return self._run.output_keys
 
   def __call__(self, inputs: Optional[Mapping[str, Any]] = None, *,
                outputs: Optional[Union[str, Sequence[str]]] = None,
@@ -153,63 +165,18 @@ class FrozenPredictor:
     Returns:
       alias -> numpy array.
     """
-    if not self._outputs:
+    if not self._run.output_keys:
       raise FreezeError('this frozen graph has no manifest aliases', value=None,
                         fix='use run_tensors(feeds by tensor name, fetches by tensor name)')
-    feeds = {**(inputs or {}), **kwargs}
-    check_input_keys('frozen graph', self.input_keys, feeds)
-    keys = self.output_keys if outputs is None else (
-        (outputs,) if isinstance(outputs, str) else tuple(outputs))
-    for key in keys:
-      if key not in self._outputs:
-        raise SignatureError('no such output of the frozen graph', value=key,
-                             fix=f'use some of {list(self.output_keys)}.'
-                             + did_you_mean(key, self._outputs))
-    names = [self._inputs[k]['name'] for k in self.input_keys]
-    values = [to_feed_array(feeds[k], self._input_specs[k], f'input {k!r}')
-              for k in self.input_keys]
-    fetched = self._callable(names, [self._outputs[k]['name'] for k in keys])(*values)
-    return dict(zip(keys, fetched))
+    return self._run({**(inputs or {}), **kwargs}, outputs)
 
   def run_tensors(self, feeds: Mapping[str, Any],
                   fetches: Union[str, Sequence[str]]) -> List[np.ndarray]:
     """Runs by tensor names: run_tensors({'x:0': [[1.]]}, ['y:0']) -> [array]."""
-    fetches = [fetches] if isinstance(fetches, str) else list(fetches)
-    tensors = [self._tensor(n) for n in feeds]
-    values = [to_feed_array(v, InputSpec(np.dtype(t.dtype.as_numpy_dtype),
-                                         None if t.shape.rank is None
-                                         else tuple(t.shape.as_list())), f'tensor {t.name!r}')
-              for t, v in zip(tensors, feeds.values())]
-    for name in fetches:
-      self._tensor(name)
-    return self._callable([t.name for t in tensors], fetches)(*values)
-
-  def _tensor(self, name: str) -> tf.Tensor:
-    try:
-      return self._graph.get_tensor_by_name(name)
-    except (KeyError, ValueError) as e:
-      ops = [op.name for op in self._graph.get_operations()]
-      raise SignatureError('no such tensor in the frozen graph', value=name,
-                           fix="use '<node name>:<output index>'."
-                           + did_you_mean(name.split(':')[0], ops)) from e
-
-  def _callable(self, feeds: Sequence[str], fetches: Sequence[str]):
-    if self._closed:
-      raise FreezeError('the frozen predictor is closed', value=None,
-                        fix='create a new one with FrozenPredictor.from_frozen_graph')
-    key = (tuple(feeds), tuple(fetches))
-    with self._lock:
-      fn = self._callables.get(key)
-      if fn is None:
-        fn = self._session.make_callable([self._tensor(n) for n in fetches],
-                                         feed_list=[self._tensor(n) for n in feeds])
-        self._callables[key] = fn
-    return fn
+    return self._runner.run_tensors(feeds, fetches)
 
   def close(self):
-    if not self._closed:
-      self._closed = True
-      self._session.close()
+    self._runner.close()
 
   def __enter__(self) -> 'FrozenPredictor':
     return self

@@ -18,8 +18,8 @@ from typing import Optional, Sequence, Set
 import numpy as np
 import tensorflow as tf
 
-from estimator_export import _freeze_graph as graph_lib
 from estimator_export.errors import FreezeError
+from estimator_export.freeze import _graph as graph_lib
 
 MODES = ('fp16', 'int8')
 _GATHER_OPS = frozenset({'Gather', 'GatherV2', 'ResourceGather'})

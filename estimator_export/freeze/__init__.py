@@ -24,26 +24,30 @@ inputs and compared with the unfrozen model; a difference raises FreezeError
 naming the output and by how much. Lookup tables keep working: their
 initializers are grouped into the manifest's `init_op`, and vocabulary files
 are embedded as constants (tables='embed') or copied beside the .pb.
+
+This module is the public API; its private parts: _core (FreezeOptions,
+FrozenGraph, freeze_session), _graph (GraphDef helpers), _passes (optimisation
+passes), _compress (fp16/int8 weights), _predictor (FrozenPredictor). The
+command line is estimator_export/cli/freeze.py.
 """
 import os
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 
-from estimator_export import _freeze_graph as graph_lib
-from estimator_export._freeze_core import (FreezeOptions, FreezeWarning, FrozenGraph,
-                                           freeze_session, manifest_path)
-from estimator_export._frozen_predictor import FrozenPredictor, read_frozen_manifest
 from estimator_export._op_libraries import register_serving_op_libraries
 from estimator_export._saved_model import (DEFAULT_SIGNATURE, check_saved_model_dir,
                                            resolve_checkpoint)
 from estimator_export.errors import (CheckpointNotFoundError, FreezeError, SignatureError,
                                      did_you_mean)
+from estimator_export.freeze import _graph as graph_lib
+from estimator_export.freeze._core import (FreezeOptions, FreezeWarning, FrozenGraph,
+                                           freeze_session, manifest_path)
+from estimator_export.freeze._predictor import FrozenPredictor, read_frozen_manifest
 
 __all__ = ['FreezeOptions', 'FreezeWarning', 'FrozenGraph', 'FrozenPredictor',
            'freeze_checkpoint', 'freeze_estimator', 'freeze_graph', 'freeze_graph_fn',
            'freeze_saved_model', 'manifest_path', 'read_frozen_manifest']
-
 
 
 def _names(value: Union[None, str, Sequence[str]]) -> Tuple[str, ...]:
@@ -63,12 +67,40 @@ def _step(checkpoint: Optional[str]) -> Optional[int]:
     return None
 
 
-def _check_checkpoint(checkpoint: Optional[str], model_dir: Optional[str] = None) -> str:
-  """export.resolve_checkpoint (a prefix, a directory, or model_dir's latest) as FreezeError."""
+def _checkpoint_format(prefix: str) -> Optional[int]:
+  """2 for a V2 checkpoint (prefix.index), 1 for V1 (the prefix or its shards), else None."""
+  if tf.io.gfile.exists(prefix + '.index'):
+    return 2
+  if tf.io.gfile.exists(prefix) and not tf.io.gfile.isdir(prefix):
+    return 1
+  return 1 if tf.io.gfile.glob(prefix + '-?????-of-?????') else None
+
+
+def _check_checkpoint(checkpoint: Optional[str], model_dir: Optional[str] = None,
+                      version: int = 2) -> str:
+  """A prefix, a directory or model_dir's latest checkpoint, in format V`version`.
+
+  V2 checkpoints are found by _saved_model.resolve_checkpoint; a V1 prefix only when
+  version is 1 (freeze_graph's --checkpoint_version). Errors are FreezeErrors
+  that say which format a checkpoint of the other one is.
+  """
+  path = os.fspath(checkpoint) if checkpoint else None
+  if version == 1 and path and _checkpoint_format(path) == 1:
+    return path
   try:
-    return resolve_checkpoint(model_dir, os.fspath(checkpoint) if checkpoint else None)
+    found = resolve_checkpoint(model_dir, path)
   except CheckpointNotFoundError as e:
+    if path and _checkpoint_format(path) == 1:
+      raise FreezeError(f'the checkpoint is a V1 checkpoint but checkpoint_version is '
+                        f'{version}', value=path, fix='pass checkpoint_version=1 '
+                        '(--checkpoint_version=1) to read it') from e
     raise FreezeError(e.what, value=e.value, fix=e.fix) from e
+  actual = _checkpoint_format(found)
+  if actual is not None and actual != version:
+    raise FreezeError(f'the checkpoint is a V{actual} checkpoint but checkpoint_version is '
+                      f'{version}', value=found, fix=f'pass checkpoint_version={actual} '
+                      f'(--checkpoint_version={actual}) to read it')
+  return found
 
 
 def _tensors_by_node(graph: tf.Graph, names: Sequence[str]) -> Dict[str, tf.Tensor]:
@@ -97,8 +129,20 @@ def _run_table_inits(session, graph, outputs):
                         'without its contents') from e
 
 
-def _restore_by_assign(session, graph: tf.Graph, checkpoint: str) -> None:
+def _restore(restore: Callable[[Any, str], None], session, checkpoint: str, graph: str):
+  """restore(session, checkpoint); a checkpoint that does not fit the graph as FreezeError."""
+  try:
+    restore(session, checkpoint)
+  except (tf.errors.OpError, ValueError) as e:
+    message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+    raise FreezeError(f'the checkpoint does not fit {graph}', value=checkpoint,
+                      fix='freeze a checkpoint written by this graph (the same model); '
+                      f'restore said: {message.strip().splitlines()[0]}') from e
+
+
+def _restore_by_assign(session, checkpoint: str) -> None:
   """Restores the variables of an imported GraphDef (which has no Saver) from a checkpoint."""
+  graph = session.graph
   reader = tf.train.load_checkpoint(checkpoint)
   assigns, feeds = [], {}
   with graph.as_default():
@@ -136,7 +180,7 @@ def freeze_checkpoint(checkpoint: str, output_node_names: Union[str, Sequence[st
   Inputs are the Placeholders the outputs depend on, aliased by node name.
   """
   options = options or FreezeOptions()
-  checkpoint = _check_checkpoint(checkpoint)
+  checkpoint = _check_checkpoint(checkpoint, version=options.checkpoint_version)
   names = _names(output_node_names)
   graph = tf.Graph()
   with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
@@ -144,7 +188,7 @@ def freeze_checkpoint(checkpoint: str, output_node_names: Union[str, Sequence[st
       tf.compat.v1.import_graph_def(graph_def, name='')
       source = {'kind': 'graph_def+checkpoint'}
       outputs = _tensors_by_node(graph, names)
-      _restore_by_assign(session, graph, checkpoint)
+      _restore(_restore_by_assign, session, checkpoint, 'the graph')
     else:
       meta_graph = os.fspath(meta_graph or checkpoint + '.meta')
       if not tf.io.gfile.exists(meta_graph):
@@ -156,7 +200,7 @@ def freeze_checkpoint(checkpoint: str, output_node_names: Union[str, Sequence[st
       if saver is None:
         raise FreezeError('the MetaGraph has no variables to restore', value=meta_graph,
                           fix='save it with tf.compat.v1.train.Saver')
-      saver.restore(session, checkpoint)
+      _restore(saver.restore, session, checkpoint, meta_graph)
       source = {'kind': 'checkpoint', 'meta_graph': meta_graph}
     _run_table_inits(session, graph, outputs)
     source.update(path=checkpoint, checkpoint=checkpoint, step=_step(checkpoint))
@@ -177,7 +221,7 @@ def freeze_graph_fn(build_fn: Callable[..., Tuple[Mapping[str, tf.Tensor],
     options: FreezeOptions.
   """
   options = options or FreezeOptions()
-  checkpoint = _check_checkpoint(checkpoint)
+  checkpoint = _check_checkpoint(checkpoint, version=options.checkpoint_version)
   graph = tf.Graph()
   with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
     inputs, outputs = build_fn(is_training=False)
@@ -269,7 +313,8 @@ def freeze_estimator(estimator: tf.estimator.Estimator,
     options: FreezeOptions.
   """
   options = options or FreezeOptions()
-  checkpoint_path = _check_checkpoint(checkpoint_path, estimator.model_dir)
+  checkpoint_path = _check_checkpoint(checkpoint_path, estimator.model_dir,
+                                      options.checkpoint_version)
   graph = tf.Graph()
   with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
     tf.compat.v1.train.get_or_create_global_step()
@@ -304,6 +349,8 @@ def freeze_graph(*, output_graph: str, input_graph: Optional[str] = None,
   Exactly one source: input_saved_model_dir; input_meta_graph (+ input_checkpoint);
   input_graph (a GraphDef file, binary if input_binary) + input_checkpoint; or
   input_checkpoint alone (its .meta beside it). Returns (FrozenGraph, manifest path).
+  freeze_graph's other flags are FreezeOptions: clear_devices, initializer_nodes,
+  variable_names_whitelist, variable_names_denylist and checkpoint_version.
   """
   if input_saved_model_dir:
     frozen = freeze_saved_model(input_saved_model_dir, signature_name, saved_model_tags,

@@ -15,8 +15,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 import numpy as np
 import tensorflow as tf
 
-from estimator_export import _freeze_graph as graph_lib
+from estimator_export import validate as validate_lib
 from estimator_export.errors import FreezeError
+from estimator_export.freeze import _graph as graph_lib
 
 PASSES = ('strip_unused', 'remove_training_nodes', 'fold_constants', 'fold_batch_norms')
 
@@ -61,8 +62,9 @@ def compare_outputs(expected: Mapping[str, np.ndarray], got: Mapping[str, np.nda
                     rtol: float, atol: float, stage: str) -> Dict[str, float]:
   """Max absolute difference per output; FreezeError naming the first that differs.
 
-  Float outputs must satisfy |got - expected| <= atol + rtol * |expected|;
-  others (ints, strings, bools) must be equal.
+  The check is validate.compare_arrays: float outputs must satisfy
+  |got - expected| <= atol + rtol * |expected|; others (ints, strings, bools)
+  must be equal.
   """
   diffs = {}
   for key in sorted(expected):
@@ -71,12 +73,7 @@ def compare_outputs(expected: Mapping[str, np.ndarray], got: Mapping[str, np.nda
       raise FreezeError(f'output {key!r} changed shape {stage}', value=have.shape,
                         fix=f'the model gives shape {want.shape}; run without this step '
                         'and report the graph')
-    if want.dtype.kind in 'fc':
-      diff = float(np.max(np.abs(have.astype(np.float64) - want))) if want.size else 0.0
-      ok = np.allclose(have, want, rtol=rtol, atol=atol, equal_nan=True)
-    else:
-      diff = float(np.sum(want != have)) if want.size else 0.0
-      ok = np.array_equal(want, have)
+    ok, diff = validate_lib.compare_arrays(want, have, rtol, atol)
     diffs[key] = diff
     if not ok:
       raise FreezeError(

@@ -13,13 +13,15 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from estimator_export import _freeze_compress as compress_lib
-from estimator_export import _freeze_graph as graph_lib
-from estimator_export import _freeze_passes as passes_lib
+from estimator_export import validate as validate_lib
 from estimator_export.errors import FreezeError
+from estimator_export.freeze import _compress as compress_lib
+from estimator_export.freeze import _graph as graph_lib
+from estimator_export.freeze import _passes as passes_lib
 
 MANIFEST_FORMAT = 1
 TABLE_MODES = ('embed', 'reference')
+CHECKPOINT_VERSIONS = (1, 2)
 
 
 class FreezeWarning(UserWarning):
@@ -41,10 +43,19 @@ class FreezeOptions:
     tables: 'embed' (vocabulary files become constants in the .pb) or
       'reference' (files are copied beside the .pb and fed to the init op).
     clear_devices: drop device placements.
-    variable_names_whitelist / variable_names_blacklist: which variables
-      become constants (as convert_variables_to_constants takes them).
+    variable_names_whitelist / variable_names_denylist: which variables
+      become constants (freeze_graph's flags); variables that stay variables
+      must be restored before the .pb runs, so it is then not checked.
     initializer_nodes: nodes to run before freezing (freeze_graph's flag).
     min_compress_elements: smaller float constants stay float32.
+    variable_names_blacklist: the old name of variable_names_denylist; either
+      may be given (both only with the same names). Name lists may also be
+      comma-separated strings, as freeze_graph takes them.
+    checkpoint_version: freeze_graph's checkpoint format, 2 (V2, what
+      tf.train.Saver writes: prefix.index + prefix.data-*) or 1 (V1, one file
+      per shard). Checkpoints of the other format are refused with a message
+      saying which they are; a SavedModel's variables are always V2, so it is
+      not used there.
   """
   optimizations: Tuple[str, ...] = ()
   compression: Optional[str] = None
@@ -57,6 +68,8 @@ class FreezeOptions:
   variable_names_blacklist: Optional[Tuple[str, ...]] = None
   initializer_nodes: Tuple[str, ...] = ()
   min_compress_elements: int = 1024
+  variable_names_denylist: Optional[Tuple[str, ...]] = None
+  checkpoint_version: int = 2
 
   def __post_init__(self):
     names = tuple(self.optimizations)
@@ -79,11 +92,25 @@ class FreezeOptions:
       if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise FreezeError(f'FreezeOptions.{field} must be a number >= 0', value=value,
                           fix='e.g. rtol=1e-5, atol=1e-5')
-    for field in ('variable_names_whitelist', 'variable_names_blacklist'):
+    for field in ('variable_names_whitelist', 'variable_names_denylist',
+                  'variable_names_blacklist', 'initializer_nodes'):
       value = getattr(self, field)
-      if value is not None:
-        object.__setattr__(self, field, tuple(value))
-    object.__setattr__(self, 'initializer_nodes', tuple(self.initializer_nodes))
+      if isinstance(value, str):  # freeze_graph's form: 'a,b'.
+        value = [v.strip() for v in value.split(',') if v.strip()]
+      if value is not None or field == 'initializer_nodes':
+        object.__setattr__(self, field, tuple(value or ()))
+    denylist, blacklist = self.variable_names_denylist, self.variable_names_blacklist
+    if denylist is not None and blacklist is not None and denylist != blacklist:
+      raise FreezeError('FreezeOptions got both variable_names_denylist and its old name '
+                        'variable_names_blacklist, with different names', value=blacklist,
+                        fix=f'pass only variable_names_denylist (now {list(denylist)}), and '
+                        'variable_names_blacklist=None when replacing it')
+    if self.checkpoint_version not in CHECKPOINT_VERSIONS or isinstance(
+        self.checkpoint_version, bool):
+      raise FreezeError('FreezeOptions.checkpoint_version must be 1 (V1) or 2 (V2)',
+                        value=self.checkpoint_version,
+                        fix="use freeze_graph's values: 2 (the default; tf.train.Saver writes "
+                        'V2 checkpoints) or 1 for an old V1 checkpoint')
 
 
 @dataclasses.dataclass
@@ -170,37 +197,36 @@ def tensor_spec(tensor: tf.Tensor) -> Dict[str, Any]:
   return {'name': tensor.name, 'dtype': tensor.dtype.name, 'shape': shape}
 
 
-def sample_feeds(inputs: Mapping[str, Dict[str, Any]], samples: Optional[Mapping[str, Any]],
-                 seed: int = 0) -> Optional[Dict[str, np.ndarray]]:
-  """Tensor name -> array for every input, from samples (by alias or tensor name).
+def reference_feeds(inputs: Mapping[str, tf.Tensor], samples: Optional[Mapping[str, Any]],
+                    seed: int = 0) -> Optional[Dict[str, np.ndarray]]:
+  """Tensor name -> array for every input, to compare the frozen graph with the model.
 
-  Without samples, arrays are generated: unknown dims are 2, floats random
-  normal, ints and bools zero. Returns None when that is impossible (strings,
-  unknown rank).
+  Samples are found by alias, tensor name or node name. Without samples the
+  inputs are generated by validate.sample_feeds from their shapes (floats
+  random normal, ints and bools zero; unknown dims 2 for the batch, else 1).
+  Returns None when that is impossible (strings, unknown rank).
   """
-  rng = np.random.RandomState(seed)
-  feeds = {}
-  for alias, spec in inputs.items():
-    dtype = tf.as_dtype(spec['dtype'])
-    if samples is not None:
-      for key in (alias, spec['name'], graph_lib.node_name(spec['name'])):
+  if samples is not None:
+    values = {}
+    for alias, tensor in inputs.items():
+      for key in (alias, tensor.name, tensor.op.name):
         if key in samples:
-          value = samples[key]
-          feeds[spec['name']] = (np.asarray(value, dtype=object) if dtype == tf.string
-                                 else np.asarray(value, dtype=dtype.as_numpy_dtype))
+          values[alias] = samples[key]
           break
       else:
         raise FreezeError('samples miss an input', value=alias,
                           fix=f'give a sample for every input: {sorted(inputs)}')
-      continue
-    if spec['shape'] is None or dtype == tf.string:
-      return None
-    shape = [2 if d < 0 else d for d in spec['shape']]
-    if dtype.is_floating:
-      feeds[spec['name']] = rng.normal(size=shape).astype(dtype.as_numpy_dtype)
-    else:
-      feeds[spec['name']] = np.zeros(shape, dtype.as_numpy_dtype)
-  return feeds
+  elif any(t.dtype == tf.string or t.shape.rank is None for t in inputs.values()):
+    return None
+  else:
+    signature = tf.compat.v1.saved_model.build_signature_def(
+        {a: tf.compat.v1.saved_model.build_tensor_info(t) for a, t in inputs.items()}, {},
+        tf.saved_model.PREDICT_METHOD_NAME)
+    values = validate_lib.sample_feeds({'frozen': signature}, None,
+                                       rng=np.random.RandomState(seed))['frozen']
+  return {inputs[a].name: (np.asarray(v, dtype=object) if inputs[a].dtype == tf.string
+                           else np.asarray(v, dtype=inputs[a].dtype.as_numpy_dtype))
+          for a, v in values.items()}
 
 
 def _text_file_contents(node, table, path: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -322,11 +348,19 @@ def freeze_session(session: tf.compat.v1.Session, inputs: Mapping[str, tf.Tensor
         frozen.assets[filename.name] = path
     frozen.tables.append(record)
 
-  feeds = sample_feeds(frozen.inputs, options.samples)
+  feeds = reference_feeds(inputs, options.samples)
   reference = None
   if feeds is not None:
     aliases = sorted(outputs)
-    reference = dict(zip(aliases, session.run([outputs[a] for a in aliases], feeds)))
+    try:
+      reference = dict(zip(aliases, session.run([outputs[a] for a in aliases], feeds)))
+    except (tf.errors.OpError, ValueError) as e:
+      message = e.message if isinstance(e, tf.errors.OpError) else str(e)
+      raise FreezeError('the model fails on the sample inputs before freezing',
+                        value=message.strip().splitlines()[0],
+                        fix='check that the checkpoint was written by this graph (the '
+                        'MetaGraph or GraphDef and the checkpoint of one model), and that '
+                        'samples have the shapes and dtypes of the inputs') from e
 
   graph_def = graph.as_graph_def()
   if options.clear_devices:
@@ -341,7 +375,8 @@ def freeze_session(session: tf.compat.v1.Session, inputs: Mapping[str, tf.Tensor
     result = tf.compat.v1.graph_util.convert_variables_to_constants(
         session, graph_def, dest,
         variable_names_whitelist=options.variable_names_whitelist,
-        variable_names_blacklist=options.variable_names_blacklist)
+        variable_names_blacklist=(options.variable_names_denylist
+                                  or options.variable_names_blacklist))
   _embed_tables(result, frozen.tables)
   for table in frozen.tables:
     if table['storage'] == 'embedded':
@@ -352,6 +387,12 @@ def freeze_session(session: tf.compat.v1.Session, inputs: Mapping[str, tf.Tensor
     message = graph_lib.format_training_warning(training)
     frozen.warnings.append(message)
     warnings.warn(message, FreezeWarning, stacklevel=3)
+  kept = graph_lib.variable_nodes(result)
+  if kept:
+    message = graph_lib.format_kept_variables_warning(kept)
+    frozen.warnings.append(message)
+    warnings.warn(message, FreezeWarning, stacklevel=3)
+    reference = None  # The .pb cannot run by itself: nothing to compare.
 
   if reference is not None and not training:
     got = _run_frozen(frozen, result, feeds)
@@ -380,9 +421,8 @@ def freeze_session(session: tf.compat.v1.Session, inputs: Mapping[str, tf.Tensor
     if reference is not None:
       got = _run_frozen(frozen, compressed, feeds)
       frozen.compression['max_abs_diff'] = {
-          k: float(np.max(np.abs(got[k].astype(np.float64) - reference[k])))
-          if reference[k].dtype.kind in 'fc' and reference[k].size else 0.0
-          for k in sorted(reference)}
+          k: validate_lib.max_abs_difference(reference[k], got[k])
+          if reference[k].dtype.kind in 'fc' else 0.0 for k in sorted(reference)}
     result = compressed
   frozen.graph_def = result
   return frozen

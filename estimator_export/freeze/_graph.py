@@ -8,7 +8,6 @@ import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2
 
 from estimator_export.errors import FreezeError, did_you_mean
 
@@ -25,6 +24,8 @@ TABLE_INIT_OPS = frozenset({'InitializeTableV2', 'InitializeTable',
                             'InitializeTableFromTextFileV2', 'InitializeTableFromTextFile',
                             'LookupTableImportV2', 'LookupTableImport'})
 TEXT_FILE_INIT_OPS = frozenset({'InitializeTableFromTextFileV2', 'InitializeTableFromTextFile'})
+
+VARIABLE_OPS = frozenset({'VarHandleOp', 'VariableV2', 'Variable'})
 
 _RANDOM_OPS = frozenset({'RandomUniform', 'RandomStandardNormal', 'TruncatedNormal',
                          'RandomUniformInt', 'StatelessRandomUniformV2',
@@ -154,6 +155,20 @@ def format_training_warning(nodes: Sequence[Tuple[str, str]], limit: int = 6) ->
           'its moving statistics and dropout is off')
 
 
+def variable_nodes(graph_def) -> List[str]:
+  """Names of the variable nodes left in a (frozen) GraphDef, in graph order."""
+  return [n.name for n in graph_def.node if n.op in VARIABLE_OPS]
+
+
+def format_kept_variables_warning(names: Sequence[str], limit: int = 6) -> str:
+  more = f' and {len(names) - limit} more' if len(names) > limit else ''
+  return (f'{len(names)} variable(s) stay variables in the frozen graph '
+          f'(variable_names_whitelist/denylist): {", ".join(names[:limit])}{more}. The .pb '
+          'runs only after they are restored, so it was not compared with the model; leave '
+          'them out of variable_names_denylist (or add them to the whitelist) to make them '
+          'constants')
+
+
 def check_proto_size(estimated_bytes: int, what: str,
                      limit: Optional[int] = None) -> None:
   """Raises FreezeError when a frozen GraphDef would exceed the protobuf limit."""
@@ -172,7 +187,7 @@ def variable_bytes(graph: tf.Graph, names: Optional[Set[str]] = None) -> int:
   """Total bytes of the variables of a live graph (those named `names`, if given)."""
   total = 0
   for op in graph.get_operations():
-    if op.type not in ('VarHandleOp', 'VariableV2', 'Variable'):
+    if op.type not in VARIABLE_OPS:
       continue
     if names is not None and op.name not in names:
       continue
@@ -240,8 +255,10 @@ def asset_feeds_of(meta_graph, export_dir: str) -> Mapping[str, str]:
   assets = list(meta_graph.asset_file_def)
   collection = meta_graph.collection_def.get('saved_model_assets')
   if collection is not None:
+    # AssetFileDef is not a public tf.* name; a MetaGraphDef's repeated field makes one.
+    scratch = tf.compat.v1.MetaGraphDef()
     for packed in collection.any_list.value:
-      asset = meta_graph_pb2.AssetFileDef()
+      asset = scratch.asset_file_def.add()
       packed.Unpack(asset)
       assets.append(asset)
   return {asset.tensor_info.name: os.path.join(export_dir, 'assets', asset.filename)
