@@ -179,7 +179,7 @@ def check_proto_size(estimated_bytes: int, what: str,
         f'the {limit / 2**30:.2f} GiB protobuf limit of a single GraphDef',
         value=estimated_bytes,
         fix='serve the SavedModel instead (its variables are stored beside the graph, '
-        'without this limit), or freeze fewer variables (variable_names_blacklist) or '
+        'without this limit), or freeze fewer variables (variable_names_denylist) or '
         'compress after freezing a smaller part')
 
 
