@@ -1,7 +1,8 @@
 """Running a graph in its own session: feeds checked, callables made once, tensors by name.
 
-Private; shared by `predictor.Predictor` (a loaded SavedModel) and
-`freeze.FrozenPredictor` (an imported frozen .pb). Both own a tf.Graph and a
+Private; shared by `predictor.Predictor` (a loaded SavedModel),
+`freeze.FrozenPredictor` (an imported frozen .pb) and the embedded server's
+`serving.servable.Servable` (which makes its callables its own way). Each owns a tf.Graph and a
 tf.compat.v1.Session over it (a `GraphRunner`) and run named inputs to named
 outputs through it (a `SignatureRunner`: a SignatureDef's keys, or a frozen
 graph manifest's aliases).
@@ -167,12 +168,19 @@ class GraphRunner:
                   ) -> Callable[..., List[np.ndarray]]:
     """A cached callable: positional feed values in `feeds` order -> fetched arrays."""
     key = (tuple(t.name for t in feeds), tuple(t.name for t in fetches))
-    with self._lock:
-      fn = self._callables.get(key)
-      if fn is None:
-        fn = self.session.make_callable(list(fetches), feed_list=list(feeds))
-        self._callables[key] = fn
+    fn = self._callables.get(key)  # Lock-free once made: dict reads are atomic.
+    if fn is None:
+      with self._lock:
+        fn = self._callables.get(key)
+        if fn is None:
+          fn = self.make_callable(feeds, fetches)
+          self._callables[key] = fn
     return fn
+
+  def make_callable(self, feeds: Sequence[tf.Tensor], fetches: Sequence[tf.Tensor]
+                   ) -> Callable[..., List[np.ndarray]]:
+    """Builds the callable `callable_for` caches; a subclass may take another session path."""
+    return self.session.make_callable(list(fetches), feed_list=list(feeds))
 
   def run_tensors(self, feeds: Mapping[str, Any],
                   fetches: Union[str, Sequence[str]]) -> List[np.ndarray]:

@@ -12,7 +12,6 @@ static shape in Python, which TF Serving accepts (half_plus_two answers
 `{"instances": [1.0, 2.0, 5.0]}` on an x of shape [-1, 1]), and costs several
 times more per call. If the method is missing, `Session.run` is used.
 """
-import threading
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -21,26 +20,24 @@ from tensorflow.core.protobuf import config_pb2
 
 from estimator_export import _saved_model as saved_model_lib
 from estimator_export._op_libraries import register_serving_op_libraries
+from estimator_export._runner import GraphRunner
 from estimator_export.serving.status import Code, ServingError, from_tf_error, tf_type_name
 
 SERVE_TAG = 'serve'
 
 
-class Servable:
+class Servable(GraphRunner):
   """A loaded SavedModel version. Thread-safe: concurrent `run` calls are fine."""
 
   def __init__(self, name: str, version: int, path: str, graph: tf.Graph,
                session: tf.compat.v1.Session, meta_graph):
+    super().__init__(graph, session)
     self.name = name
     self.version = version
     self.path = path
-    self.graph = graph
-    self.session = session
     self.meta_graph = meta_graph
     self.signature_defs = dict(meta_graph.signature_def)
     self._tensors: Dict[str, tf.Tensor] = {}
-    self._callables = {}
-    self._lock = threading.RLock()
     self.batcher = None  # Set by the manager when batching is on.
 
   @classmethod
@@ -66,6 +63,7 @@ class Servable:
     return cls(name, version, path, graph, session, meta_graph)
 
   def tensor(self, name: str) -> tf.Tensor:
+    """The graph tensor `name`, cached; KeyError for an unknown name."""
     found = self._tensors.get(name)
     if found is None:
       with self._lock:
@@ -94,37 +92,21 @@ class Servable:
                            f'{tf_type_name(got.as_datatype_enum)} is provided')
       feed_names.append(info.name)
       feed_values.append(value)
-    fetch_names = [signature_def.outputs[a].name for a in output_aliases]
+    fetches = [self.tensor(signature_def.outputs[a].name) for a in output_aliases]
     try:
-      values = self._callable(tuple(feed_names), tuple(fetch_names))(*feed_values)
+      values = self.callable_for([self.tensor(n) for n in feed_names], fetches)(*feed_values)
     except tf.errors.OpError as e:
       raise from_tf_error(e) from e
     return dict(zip(output_aliases, values))
 
-  def _callable(self, feed_names, fetch_names):
-    key = (feed_names, fetch_names)
-    found = self._callables.get(key)
-    if found is None:
-      with self._lock:
-        found = self._callables.get(key)
-        if found is None:
-          found = self._make_callable(feed_names, fetch_names)
-          self._callables[key] = found
-    return found
-
-  def _make_callable(self, feed_names, fetch_names):
-    for name in feed_names + fetch_names:
-      self.tensor(name)  # Unknown names fail here with a clear KeyError.
+  def make_callable(self, feeds: Sequence[tf.Tensor], fetches: Sequence[tf.Tensor]):
+    """A callable on TF Serving's own C++ path (see the module docstring)."""
     make = getattr(self.session, '_make_callable_from_options', None)
     if make is None:
-      feeds = [self.tensor(n) for n in feed_names]
-      fetches = [self.tensor(n) for n in fetch_names]
-      return lambda *values: self.session.run(fetches, dict(zip(feeds, values)))
-    options = config_pb2.CallableOptions(feed=list(feed_names), fetch=list(fetch_names))
+      return lambda *values: self.session.run(list(fetches), dict(zip(feeds, values)))
+    options = config_pb2.CallableOptions(feed=[t.name for t in feeds],
+                                         fetch=[t.name for t in fetches])
     return make(options)
-
-  def close(self):
-    self.session.close()
 
   def __repr__(self):
     return f'Servable({self.name!r}, version={self.version})'
