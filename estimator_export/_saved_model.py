@@ -25,6 +25,9 @@ from estimator_export.errors import CheckpointNotFoundError, ContractError, Sign
 
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # 'serving_default'
 SERVE_TAG = tf.saved_model.SERVING  # 'serve'
+PREDICT_METHOD = tf.saved_model.PREDICT_METHOD_NAME  # 'tensorflow/serving/predict'
+CLASSIFY_METHOD = tf.saved_model.CLASSIFY_METHOD_NAME  # 'tensorflow/serving/classify'
+REGRESS_METHOD = tf.saved_model.REGRESS_METHOD_NAME  # 'tensorflow/serving/regress'
 SAVED_MODEL_PB = 'saved_model.pb'
 SAVED_MODEL_PBTXT = 'saved_model.pbtxt'
 ASSETS_EXTRA = 'assets.extra'
@@ -201,7 +204,7 @@ def checkpoint_step(checkpoint_path: str) -> int:
 
 
 __all__: Sequence[str] = (
-    'DEFAULT_SIGNATURE', 'SERVE_TAG', 'check_saved_model_dir', 'checkpoint_step',
+    'CLASSIFY_METHOD', 'DEFAULT_SIGNATURE', 'PREDICT_METHOD', 'REGRESS_METHOD', 'SERVE_TAG', 'check_saved_model_dir', 'checkpoint_step',
     'newest_version_dir', 'numeric_versions', 'read_manifest', 'read_saved_model',
     'resolve_checkpoint', 'saved_model_file', 'serve_meta_graph', 'serve_signature_defs',
     'version_names', 'write_manifest', 'write_saved_model')

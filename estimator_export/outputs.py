@@ -14,12 +14,11 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 
 import tensorflow as tf
 
+from estimator_export._saved_model import (CLASSIFY_METHOD, DEFAULT_SIGNATURE, PREDICT_METHOD,
+                                           REGRESS_METHOD)
 from estimator_export.errors import SignatureError, did_you_mean
 
-DEFAULT_KEY = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # 'serving_default'
-PREDICT_METHOD = 'tensorflow/serving/predict'
-CLASSIFY_METHOD = 'tensorflow/serving/classify'
-REGRESS_METHOD = 'tensorflow/serving/regress'
+DEFAULT_KEY = DEFAULT_SIGNATURE  # The export_outputs key of the default signature.
 
 PredictOutput = tf.estimator.export.PredictOutput
 ClassificationOutput = tf.estimator.export.ClassificationOutput

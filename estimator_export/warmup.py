@@ -38,9 +38,9 @@ ASSETS_EXTRA = 'assets.extra'
 # PredictionLog.log_type values TF Serving accepts in a warmup file.
 ALLOWED_LOG_TYPES = ('regress_log', 'classify_log', 'predict_log', 'multi_inference_log')
 
-_PREDICT = tf.saved_model.PREDICT_METHOD_NAME    # 'tensorflow/serving/predict'
-_CLASSIFY = tf.saved_model.CLASSIFY_METHOD_NAME  # 'tensorflow/serving/classify'
-_REGRESS = tf.saved_model.REGRESS_METHOD_NAME    # 'tensorflow/serving/regress'
+_PREDICT = saved_model_lib.PREDICT_METHOD
+_CLASSIFY = saved_model_lib.CLASSIFY_METHOD
+_REGRESS = saved_model_lib.REGRESS_METHOD
 
 PredictionLog = prediction_log_pb2.PredictionLog
 

@@ -3,6 +3,7 @@ from typing import List, Optional, Tuple
 
 import grpc
 
+from estimator_export._saved_model import CLASSIFY_METHOD, REGRESS_METHOD
 from estimator_export.errors import ClientInputError
 from estimator_export.errors import EstimatorExportError
 
@@ -10,8 +11,6 @@ Code = grpc.StatusCode
 INT32_MAX = 2**31 - 1
 DEFAULT_GRPC_TARGET = '127.0.0.1:8500'
 DEFAULT_REST_URL = 'http://127.0.0.1:8501'
-CLASSIFY_METHOD = 'tensorflow/serving/classify'
-REGRESS_METHOD = 'tensorflow/serving/regress'
 
 Classifications = List[List[Tuple[str, float]]]
 

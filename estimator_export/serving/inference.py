@@ -19,7 +19,7 @@ from tensorflow_serving.apis import inference_pb2
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import regression_pb2
 
-from estimator_export._saved_model import DEFAULT_SIGNATURE
+from estimator_export._saved_model import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
 from estimator_export.serving.manager import ModelManager
 from estimator_export.serving.servable import Servable
 from estimator_export.serving.status import Code, ServingError, invalid
@@ -192,14 +192,14 @@ class InferenceService:
       key = task.model_spec.signature_name or DEFAULT_SIGNATURE
       if key not in servable.signature_defs:
         raise invalid(f'Requested signature not found in model graph: {key}')
-      if task.method_name not in ('tensorflow/serving/classify', 'tensorflow/serving/regress'):
+      if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
         raise ServingError(Code.UNIMPLEMENTED,
                            f'Unsupported signature method_name: {task.method_name}')
     examples = serialize_input(request.input)
     response = inference_pb2.MultiInferenceResponse()
     for task in request.tasks:
       result = response.results.add()
-      if task.method_name == 'tensorflow/serving/classify':
+      if task.method_name == CLASSIFY_METHOD:
         name, classes, scores = self.classify_examples(
             servable, task.model_spec.signature_name, examples)
         fill_classification_result(result.classification_result, classes, scores)
