@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import threading
 import time
 from typing import Dict, List, Optional, Tuple
@@ -161,9 +162,17 @@ def test_rest_port_none_serves_grpc_only(half_plus_two):
   assert_refused(port)
 
 
-def test_grpc_socket_path_and_channel_arguments(half_plus_two, tmp_path):
+@pytest.fixture
+def short_dir():
+  """A directory with a short path: a UNIX socket path may have at most 107 bytes."""
+  path = tempfile.mkdtemp(prefix='ee-', dir='/tmp')
+  yield path
+  shutil.rmtree(path, ignore_errors=True)
+
+
+def test_grpc_socket_path_and_channel_arguments(half_plus_two, short_dir):
   """--grpc_socket_path serves gRPC on unix:PATH too; --grpc_channel_arguments reach the server."""
-  socket_path = str(tmp_path / 'tf-serving.sock')
+  socket_path = os.path.join(short_dir, 'tf-serving.sock')
   options = config_lib.options_from_flags({
       'port': 0, 'model_name': 'half_plus_two', 'model_base_path': half_plus_two,
       'grpc_socket_path': socket_path,
@@ -179,6 +188,15 @@ def test_grpc_socket_path_and_channel_arguments(half_plus_two, tmp_path):
         stub.Predict(predict_request('half_plus_two', [[2.0]] * 100), timeout=TIMEOUT)
       assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert grpc_predict(server.grpc_port, 'half_plus_two', [[1.0]]).outputs['y'].float_val
+
+
+def test_too_long_socket_path_says_so(half_plus_two, short_dir):
+  socket_path = os.path.join(short_dir, 'x' * 120, 'tf-serving.sock')
+  options = config_lib.options_from_flags({
+      'port': 0, 'model_name': 'half_plus_two', 'model_base_path': half_plus_two,
+      'grpc_socket_path': socket_path})
+  with pytest.raises(OSError, match=r'may have at most 107: use a shorter one'):
+    server_lib.create_server(options)
 
 
 @pytest.mark.skipif(not shutil.which('openssl'), reason='needs openssl to make a certificate')

@@ -12,6 +12,7 @@ failure becomes a gRPC status with TF Serving's code and message (cut after
 unexpected exception becomes INTERNAL and never takes the server down.
 """
 import logging
+import os
 from concurrent import futures
 from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
@@ -185,9 +186,16 @@ def create_grpc_server(service: InferenceService, manager: ModelManager,
   bound = _add_port(server, address, credentials,
                     f'is another server already using port {port}?')
   if socket_path:
-    _add_port(server, f'unix:{socket_path}', credentials,
-              'check that its directory exists and is writable')
+    hint = 'check that its directory exists and is writable'
+    if len(os.fsencode(socket_path)) > _MAX_SOCKET_PATH:
+      hint = (f'the path is {len(os.fsencode(socket_path))} bytes; a UNIX socket path may have '
+              f'at most {_MAX_SOCKET_PATH}: use a shorter one, e.g. under /tmp')
+    _add_port(server, f'unix:{socket_path}', credentials, hint)
   return server, bound
+
+
+# sockaddr_un.sun_path holds 108 bytes on Linux, the last one a NUL.
+_MAX_SOCKET_PATH = 107
 
 
 def _add_port(server: grpc.Server, address: str, credentials, hint: str) -> int:
