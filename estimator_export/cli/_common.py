@@ -24,6 +24,12 @@ def add_command(subparsers, name: str, *, summary: str, description: str,
   return parser
 
 
+def add_dir_argument(parser: argparse.ArgumentParser) -> None:
+  """--dir: the SavedModel version directory a subcommand reads."""
+  parser.add_argument('--dir', required=True, metavar='DIR',
+                      help='the SavedModel version directory (the one holding saved_model.pb)')
+
+
 def load_json_arg(text: Optional[str], flag: str, example: str) -> Any:
   """A flag's JSON value, or the JSON in @FILE; None when the flag is unset."""
   if text is None:

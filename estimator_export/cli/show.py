@@ -15,8 +15,7 @@ def add_parser(subparsers) -> None:
                 'estimator-export show --dir /models/classifier/1000 --tag_set serve '
                 '--signature_def serving_default',
                 'estimator-export show --dir /models/classifier/1000 --json'])
-  parser.add_argument('--dir', required=True, metavar='DIR',
-                      help='the SavedModel version directory (the one holding saved_model.pb)')
+  _common.add_dir_argument(parser)
   parser.add_argument('--all', action='store_true',
                       help='every MetaGraph, SignatureDef and concrete function')
   parser.add_argument('--tag_set', metavar='TAGS',

@@ -13,8 +13,7 @@ def add_parser(subparsers) -> None:
                 'estimator-export validate --dir /models/classifier/1000 '
                 '--samples \'{"x": [[1.0, 2.0, 3.0]], "n": [1]}\' --rtol 1e-4',
                 'estimator-export validate --dir /models/classifier/1000 --samples @samples.json'])
-  parser.add_argument('--dir', required=True, metavar='DIR',
-                      help='the SavedModel version directory (the one holding saved_model.pb)')
+  _common.add_dir_argument(parser)
   parser.add_argument('--samples', metavar='JSON',
                       help='sample inputs as a JSON object of feature name -> list of rows, '
                       'or @file.json (default: values from the manifest or zeros)')
