@@ -167,13 +167,19 @@ class GraphRunner:
   def callable_for(self, feeds: Sequence[tf.Tensor], fetches: Sequence[tf.Tensor]
                   ) -> Callable[..., List[np.ndarray]]:
     """A cached callable: positional feed values in `feeds` order -> fetched arrays."""
-    key = (tuple(t.name for t in feeds), tuple(t.name for t in fetches))
+    return self.callable_for_names(tuple(t.name for t in feeds), tuple(t.name for t in fetches))
+
+  def callable_for_names(self, feed_names: Tuple[str, ...], fetch_names: Tuple[str, ...]
+                        ) -> Callable[..., List[np.ndarray]]:
+    """`callable_for` by tensor names: a cache hit looks up no tensor (the hot path)."""
+    key = (feed_names, fetch_names)
     fn = self._callables.get(key)  # Lock-free once made: dict reads are atomic.
     if fn is None:
       with self._lock:
         fn = self._callables.get(key)
         if fn is None:
-          fn = self.make_callable(feeds, fetches)
+          fn = self.make_callable([self.tensor(n) for n in feed_names],
+                                  [self.tensor(n) for n in fetch_names])
           self._callables[key] = fn
     return fn
 

@@ -247,10 +247,9 @@ def assert_close(expected, actual, what: str, against: str, rtol: float, atol: f
 def validate_export(export_dir: str, samples: Optional[Mapping[str, Any]] = None,
                     rtol: float = 1e-4, atol: float = 1e-5) -> Dict[str, Dict[str, tuple]]:
   """Runs every signature of an export; returns name -> output key -> shape."""
-  saved_model_lib.check_saved_model_dir(export_dir)
+  sig_defs = saved_model_lib.serve_signature_defs(export_dir)  # Checks the directory first.
   manifest = saved_model_lib.read_manifest(export_dir)
   spec = FeatureSpec.from_json(manifest['features']) if manifest.get('features') else None
-  sig_defs = saved_model_lib.serve_signature_defs(export_dir)
   kinds = {receiver_of(n): guess_kind(sig) for n, sig in sig_defs.items()
            if n.split(':')[-1] == outputs_lib.DEFAULT_KEY}
   with Predictor.from_saved_model(export_dir) as predictor:

@@ -37,7 +37,6 @@ class Servable(GraphRunner):
     self.path = path
     self.meta_graph = meta_graph
     self.signature_defs = dict(meta_graph.signature_def)
-    self._tensors: Dict[str, tf.Tensor] = {}
     self.batcher = None  # Set by the manager when batching is on.
 
   @classmethod
@@ -63,13 +62,8 @@ class Servable(GraphRunner):
     return cls(name, version, path, graph, session, meta_graph)
 
   def tensor(self, name: str) -> tf.Tensor:
-    """The graph tensor `name`, cached; KeyError for an unknown name."""
-    found = self._tensors.get(name)
-    if found is None:
-      with self._lock:
-        found = self.graph.get_tensor_by_name(name)
-        self._tensors[name] = found
-    return found
+    """The graph tensor `name`; KeyError for an unknown name (a broken signature)."""
+    return self.graph.get_tensor_by_name(name)
 
   def run(self, signature_def, inputs: Mapping[str, np.ndarray],
           output_aliases: Sequence[str], check_dtypes: bool = True) -> Dict[str, np.ndarray]:
@@ -92,9 +86,10 @@ class Servable(GraphRunner):
                            f'{tf_type_name(got.as_datatype_enum)} is provided')
       feed_names.append(info.name)
       feed_values.append(value)
-    fetches = [self.tensor(signature_def.outputs[a].name) for a in output_aliases]
+    fetch_names = tuple(signature_def.outputs[a].name for a in output_aliases)
+    run = self.callable_for_names(tuple(feed_names), fetch_names)  # KeyError: unknown name.
     try:
-      values = self.callable_for([self.tensor(n) for n in feed_names], fetches)(*feed_values)
+      values = run(*feed_values)
     except tf.errors.OpError as e:
       raise from_tf_error(e) from e
     return dict(zip(output_aliases, values))
