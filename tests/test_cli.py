@@ -278,9 +278,14 @@ class TestServeFlags:
     from estimator_export.cli import serve  # pylint: disable=g-import-not-at-top
     with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
       rows = [line.split('|') for line in f if line.startswith('| `--')]
-    table = {cells[1].strip().strip('`').lstrip('-'): cells[3].strip() for cells in rows}
+    table = {cells[1].strip().strip('`').lstrip('-'): cells[3].strip() for cells in rows
+             if len(cells) == 6}
     assert table == {name: flag.status for name, flag in serve.FLAGS.items()}
     assert len(table) == 46
+    ours = {cells[1].strip().strip('`').lstrip('-'): cells[2].strip().strip('`')
+            for cells in rows if len(cells) == 5}
+    assert ours == {name: serve._render(flag.default)
+                    for name, flag in serve.EMBEDDED_FLAGS.items()}
 
   @pytest.mark.parametrize('flag, name', [
       ('--platform_config_file=/p.config', 'platform_config_file'),

@@ -6,7 +6,8 @@ implemented by the embedded server, accepted and ignored (it has no meaning
 there), or refused with an error naming it unless given at TF Serving's
 default; the README's table of serve flags says which and why. With the real
 binary (--server_binary), the flags given are passed on as `--flag=value`;
---host and --server_binary, ours, are not.
+the embedded server's own flags (EMBEDDED_FLAGS: --host, the REST limits and
+timeouts, --allow_model_reload) and --server_binary are not.
 """
 import argparse
 import logging
@@ -75,11 +76,10 @@ FLAGS: Dict[str, Flag] = {
                              'the embedded manager loads versions one at a time'),
     'num_unload_threads': Flag(int, 0, IGNORED, 'Threads unloading servables.',
                                'the embedded manager unloads versions one at a time'),
-    'max_num_load_retries': Flag(int, 5, REFUSED, 'Retries of a failed load.',
-                                 'the embedded manager retries a failed version only when its '
-                                 'directory changes'),
-    'load_retry_interval_micros': Flag(int, 60_000_000, REFUSED, 'Interval between load '
-                                       'retries.', 'the embedded manager has no timed retries'),
+    'max_num_load_retries': Flag(int, 5, IMPLEMENTED, 'Retries of a failed load (e.g. a '
+                                 'version still being copied).'),
+    'load_retry_interval_micros': Flag(int, 60_000_000, IMPLEMENTED, 'Microseconds between '
+                                       'load retries.'),
     'file_system_poll_wait_seconds': Flag(int, 1, IMPLEMENTED, 'Seconds between polls of the '
                                           'file system for new model versions.'),
     'flush_filesystem_caches': Flag(bool, True, IGNORED, 'Flush file system caches after loads.',
@@ -138,11 +138,32 @@ FLAGS: Dict[str, Flag] = {
         'the embedded server has no gRPC health service (grpcio-health-checking is not a '
         'dependency); use ModelService.GetModelStatus or GET /v1/models/NAME'),
 }
-_OURS = ('host', 'server_binary')
+
+# The embedded server's own flags: not TF Serving's, never passed to the real binary.
+EMBEDDED_FLAGS: Dict[str, Flag] = {
+    'host': Flag(str, '127.0.0.1', IMPLEMENTED, 'Interface to bind both servers to (TF Serving '
+                 'binds every interface).'),
+    'rest_api_max_body_bytes': Flag(int, 32 * 1024 * 1024, IMPLEMENTED, 'Largest REST request '
+                                    'body; a larger one is refused with 413.'),
+    'rest_api_max_elements': Flag(int, 16 * 1024 * 1024, IMPLEMENTED, 'Most tensor elements '
+                                  'one REST request may decode to; more is a 400.'),
+    'max_inflight_request_bytes': Flag(int, 64 * 1024 * 1024, IMPLEMENTED, 'Request bytes '
+                                       'decoded and run at once, over all clients; more '
+                                       'requests wait their turn.'),
+    'rest_api_header_timeout_in_ms': Flag(int, 10_000, IMPLEMENTED, 'Time a REST client has '
+                                          "to send a request's headers."),
+    'rest_api_body_timeout_in_ms': Flag(int, 60_000, IMPLEMENTED, 'Time a REST client has to '
+                                        "send a request's body."),
+    'rest_api_keepalive_timeout_in_ms': Flag(int, 60_000, IMPLEMENTED, 'Idle time before a '
+                                             'kept-alive REST connection is closed.'),
+    'allow_model_reload': Flag(bool, True, IMPLEMENTED, 'Answer ModelService.'
+                               'HandleReloadConfigRequest; false refuses it with '
+                               'PERMISSION_DENIED.'),
+}
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-  """Defines tensorflow_model_server's 46 flags, and --host, on `parser`.
+  """Defines tensorflow_model_server's 46 flags, and the embedded server's own, on `parser`.
 
   A flag not given is None in the namespace (so the real binary gets only
   what was given); `options_from_args` applies TF Serving's defaults.
@@ -157,9 +178,14 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     else:
       parser.add_argument(f'--{name}', type=flag.kind, help=help_text,
                           metavar={int: 'N', float: 'X', str: 'VALUE'}[flag.kind])
-  parser.add_argument('--host', default='127.0.0.1',
-                      help='Interface to bind both servers to (embedded server only; not a TF '
-                           'Serving flag). Default: 127.0.0.1')
+  for name, flag in EMBEDDED_FLAGS.items():
+    help_text = f'{flag.help} (default: {_render(flag.default)}) [embedded server only]'
+    if flag.kind is bool:
+      parser.add_argument(f'--{name}', nargs='?', const=True, type=_flag_bool,
+                          metavar='true|false', help=help_text)
+    else:
+      parser.add_argument(f'--{name}', type=flag.kind, help=help_text,
+                          metavar={int: 'N', float: 'X', str: 'VALUE'}[flag.kind])
   return parser
 
 
@@ -196,8 +222,9 @@ def options_from_args(namespace: argparse.Namespace):
   from estimator_export.serving import config as serving_config  # pylint: disable=g-import-not-at-top
   values = {name: value for name, value in given_flags(namespace).items()
             if FLAGS[name].status == IMPLEMENTED and name != 'version'}
-  if hasattr(namespace, 'host'):
-    values['host'] = namespace.host
+  for name in EMBEDDED_FLAGS:
+    if getattr(namespace, name, None) is not None:
+      values[name] = getattr(namespace, name)
   return serving_config.options_from_flags(values)
 
 
@@ -247,6 +274,9 @@ def run(args) -> int:
   real = _real_binary(args)
   if real:
     argv = real_server_argv(args)
+    ours = [f'--{name}' for name in EMBEDDED_FLAGS if getattr(args, name, None) is not None]
+    if ours:
+      logger.warning('%s: embedded server flags, not passed to %s', ', '.join(ours), real)
     print(f'estimator-export serve: running {real} (it binds all interfaces)', flush=True)
     os.execv(real, [real] + argv)
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
@@ -257,10 +287,11 @@ def run(args) -> int:
     return _print_version()
   from estimator_export.serving import server as server_lib  # pylint: disable=g-import-not-at-top
   server = server_lib.create_server(options_from_args(args))
-  rest = f', REST on {args.host}:{server.rest_port}' if server.rest_port else ''
+  host = server.options.host
+  rest = f', REST on {host}:{server.rest_port}' if server.rest_port else ''
   socket_path = server.options.grpc_socket_path
   unix = f', gRPC on unix:{socket_path}' if socket_path else ''
-  print(f'estimator-export serve: gRPC on {args.host}:{server.grpc_port}{rest}{unix} '
+  print(f'estimator-export serve: gRPC on {host}:{server.grpc_port}{rest}{unix} '
         f'(models: {", ".join(server.manager.model_names())})', flush=True)
 
   def shutdown(signum, frame):

@@ -128,6 +128,22 @@ class ServerOptions:
     per_process_gpu_memory_fraction: GPU memory share of each session (0: TF's).
     grpc_max_message_bytes: gRPC send/receive limit; TF Serving hard-codes
       INT32_MAX (no flag).
+    max_num_load_retries: retries of a version that failed to load (5).
+    load_retry_interval_micros: wait between those retries (one minute).
+
+  The embedded server's own settings (no TF Serving flag; never passed to the
+  real binary):
+
+    rest_api_max_body_bytes: largest REST body (32 MiB); larger is a 413.
+    rest_api_max_elements: most tensor elements a REST request decodes to.
+    max_inflight_request_bytes: request bytes decoded and run at once over all
+      clients (REST and gRPC); further requests wait (up to their timeout).
+    rest_api_header_timeout_in_ms, rest_api_body_timeout_in_ms: time a client
+      has to send a request's headers, and its body.
+    rest_api_keepalive_timeout_in_ms: idle time before a kept-alive REST
+      connection is closed.
+    allow_model_reload: answer ModelService.HandleReloadConfigRequest (True, as
+      TF Serving); False refuses it with PERMISSION_DENIED.
   """
   port: int = 8500
   rest_api_port: Optional[int] = None
@@ -154,6 +170,15 @@ class ServerOptions:
   tensorflow_inter_op_parallelism: int = 0
   per_process_gpu_memory_fraction: float = 0.0
   grpc_max_message_bytes: int = INT32_MAX
+  max_num_load_retries: int = 5
+  load_retry_interval_micros: int = 60_000_000
+  rest_api_max_body_bytes: int = 32 * 1024 * 1024
+  rest_api_max_elements: int = 16 * 1024 * 1024
+  max_inflight_request_bytes: int = 64 * 1024 * 1024
+  rest_api_header_timeout_in_ms: int = 10_000
+  rest_api_body_timeout_in_ms: int = 60_000
+  rest_api_keepalive_timeout_in_ms: int = 60_000
+  allow_model_reload: bool = True
 
   def __post_init__(self):
     for name in _PATH_FIELDS:  # TF Serving's "unset" is the empty string.
@@ -181,6 +206,12 @@ class ServerOptions:
     require_int('rest_api_timeout_in_ms', self.rest_api_timeout_in_ms, minimum=1)
     require_int('grpc_max_message_bytes', self.grpc_max_message_bytes, minimum=1,
                  maximum=INT32_MAX)
+    require_int('max_num_load_retries', self.max_num_load_retries, minimum=0)
+    require_int('load_retry_interval_micros', self.load_retry_interval_micros, minimum=0)
+    for name in ('rest_api_max_body_bytes', 'rest_api_max_elements',
+                 'max_inflight_request_bytes', 'rest_api_header_timeout_in_ms',
+                 'rest_api_body_timeout_in_ms', 'rest_api_keepalive_timeout_in_ms'):
+      require_int(name, getattr(self, name), minimum=1)
     if self.grpc_max_threads is not None:
       require_int('grpc_max_threads', self.grpc_max_threads, minimum=1, maximum=INT32_MAX)
     for name in ('tensorflow_session_parallelism', 'tensorflow_intra_op_parallelism',
@@ -193,7 +224,8 @@ class ServerOptions:
                         field='per_process_gpu_memory_fraction', value=fraction)
     object.__setattr__(self, 'grpc_channel_arguments',
                        tuple((str(k), v) for k, v in self.grpc_channel_arguments))
-    for name in ('enable_batching', 'enable_model_warmup', 'rest_api_enable_cors_support'):
+    for name in ('enable_batching', 'enable_model_warmup', 'rest_api_enable_cors_support',
+                 'allow_model_reload'):
       require_bool(name, getattr(self, name))
     if self.batching_parameters_file and not self.enable_batching:
       raise ConfigError('server_options.batching_parameters_file is set without setting '

@@ -35,6 +35,11 @@ INT32_MAX = 2**31 - 1
 RELOAD_UNSUPPORTED = ('ServerModelConfig type not supported by HandleReloadConfigRequest. '
                       'Only ModelConfigList is currently supported')
 
+# The embedded server's own message (TF Serving always answers reloads).
+RELOAD_REFUSED = ('HandleReloadConfigRequest is disabled on this server '
+                  '(--allow_model_reload=false): edit its --model_config_file instead, or '
+                  'restart it with --allow_model_reload=true')
+
 _Response = TypeVar('_Response')
 
 
@@ -79,9 +84,11 @@ class PredictionServiceServicer(prediction_service_pb2_grpc.PredictionServiceSer
 class ModelServiceServicer(model_service_pb2_grpc.ModelServiceServicer):
   """tensorflow.serving.ModelService: GetModelStatus and HandleReloadConfigRequest."""
 
-  def __init__(self, service: InferenceService, manager: ModelManager):
+  def __init__(self, service: InferenceService, manager: ModelManager,
+               allow_reload: bool = True):
     self._service = service
     self._manager = manager
+    self._allow_reload = allow_reload
 
   def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
     return _answer('GetModelStatus', lambda: self._service.get_model_status(request), context)
@@ -97,6 +104,10 @@ class ModelServiceServicer(model_service_pb2_grpc.ModelServiceServicer):
     with TF Serving) a client sees the error as the call's status; the
     response's `status` is only delivered, as OK, on success.
     """
+    if not self._allow_reload:
+      logger.warning('Refused HandleReloadConfigRequest: this server runs with '
+                     '--allow_model_reload=false')
+      raise ServingError(Code.PERMISSION_DENIED, RELOAD_REFUSED)
     server_config = request.config
     if server_config.WhichOneof('config') != 'model_config_list':
       raise invalid(RELOAD_UNSUPPORTED)
@@ -134,20 +145,21 @@ def configs_from_protos(entries: Sequence[model_server_config_pb2.ModelConfig]
 
 # ----- server assembly -----
 
-def add_services(server: grpc.Server, service: InferenceService, manager: ModelManager):
+def add_services(server: grpc.Server, service: InferenceService, manager: ModelManager,
+                 allow_reload: bool = True):
   """Registers PredictionService and ModelService on `server`."""
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
       PredictionServiceServicer(service), server)
   model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-      ModelServiceServicer(service, manager), server)
+      ModelServiceServicer(service, manager, allow_reload), server)
 
 
 def create_grpc_server(service: InferenceService, manager: ModelManager,
                        host: str = '127.0.0.1', port: int = 0, max_workers: int = 16,
                        max_message_bytes: int = INT32_MAX, socket_path: Optional[str] = None,
                        channel_arguments: Sequence[Tuple[str, Any]] = (),
-                       credentials: Optional[grpc.ServerCredentials] = None
-                      ) -> Tuple[grpc.Server, int]:
+                       credentials: Optional[grpc.ServerCredentials] = None,
+                       allow_reload: bool = True) -> Tuple[grpc.Server, int]:
   """Builds (but does not start) a gRPC server with both services bound to host:port.
 
   Messages up to `max_message_bytes` (TF Serving: INT32_MAX) are accepted and
@@ -165,6 +177,8 @@ def create_grpc_server(service: InferenceService, manager: ModelManager,
       (--grpc_channel_arguments); they override the settings above.
     credentials: TLS credentials for every port (--ssl_config_file); None:
       insecure.
+    allow_reload: False refuses HandleReloadConfigRequest with
+      PERMISSION_DENIED (--allow_model_reload=false).
 
   Returns:
     (server, bound_port).
@@ -181,7 +195,7 @@ def create_grpc_server(service: InferenceService, manager: ModelManager,
   server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                   thread_name_prefix='grpc-serving'),
                        options=list(options.items()))
-  add_services(server, service, manager)
+  add_services(server, service, manager, allow_reload)
   address = f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
   bound = _add_port(server, address, credentials,
                     f'is another server already using port {port}?')

@@ -93,7 +93,8 @@ class ModelServer:
         self.service, self.manager, host=opts.host, port=opts.port,
         max_workers=opts.grpc_max_threads or 16, max_message_bytes=opts.grpc_max_message_bytes,
         socket_path=opts.grpc_socket_path, channel_arguments=opts.grpc_channel_arguments,
-        credentials=ssl.server_credentials() if ssl else None)
+        credentials=ssl.server_credentials() if ssl else None,
+        allow_reload=opts.allow_model_reload)
     self._grpc_server.start()
     logger.info('Running gRPC ModelServer at %s:%d ...', opts.host, self.grpc_port)
     if opts.grpc_socket_path:
