@@ -223,6 +223,69 @@ def test_ssl_config_file_serves_grpc_over_tls(half_plus_two, tmp_path):
       grpc_predict(server.grpc_port, 'half_plus_two', [[2.0]])
 
 
+def _openssl(*args):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  subprocess.run(['openssl', *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+def _signed_pair(tmp_path, name, ca_key, ca_cert, subject_alt_name=None):
+  """A key and a certificate for `name` signed by the test CA."""
+  key, csr, cert = (tmp_path / f'{name}.{ext}' for ext in ('key', 'csr', 'crt'))
+  _openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', f'/CN={name}', '-keyout', key,
+           '-out', csr)
+  extra = []
+  if subject_alt_name:
+    ext = tmp_path / f'{name}.ext'
+    ext.write_text(f'subjectAltName={subject_alt_name}\n')
+    extra = ['-extfile', ext]
+  _openssl('x509', '-req', '-in', csr, '-CA', ca_cert, '-CAkey', ca_key, '-CAcreateserial',
+           '-days', '1', '-out', cert, *extra)
+  return key.read_bytes(), cert.read_bytes()
+
+
+@pytest.mark.skipif(not shutil.which('openssl'), reason='needs openssl to make certificates')
+def test_ssl_client_verify_admits_only_clients_with_a_certificate_of_the_ca(half_plus_two,
+                                                                          tmp_path):
+  ca_key, ca_cert = tmp_path / 'ca.key', tmp_path / 'ca.crt'
+  _openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=test-ca',
+           '-keyout', ca_key, '-out', ca_cert)
+  server_key, server_cert = _signed_pair(tmp_path, 'localhost', ca_key, ca_cert,
+                                         'DNS:localhost')
+  client_key, client_cert = _signed_pair(tmp_path, 'client', ca_key, ca_cert)
+  other = tmp_path / 'other'
+  other.mkdir()
+  other_ca_key, other_ca_cert = other / 'ca.key', other / 'ca.crt'
+  _openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=other',
+           '-keyout', other_ca_key, '-out', other_ca_cert)
+  stranger_key, stranger_cert = _signed_pair(other, 'stranger', other_ca_key, other_ca_cert)
+  ssl_config = tmp_path / 'ssl.config'
+  ssl_config.write_text(f'server_key: {json.dumps(server_key.decode())}\n'
+                        f'server_cert: {json.dumps(server_cert.decode())}\n'
+                        f'custom_ca: {json.dumps(ca_cert.read_text())}\n'
+                        'client_verify: true\n')
+
+  def predict_with(port, key=None, cert=None):
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca_cert.read_bytes(),
+                                               private_key=key, certificate_chain=cert)
+    with grpc.secure_channel(f'127.0.0.1:{port}', credentials,
+                             options=[('grpc.ssl_target_name_override', 'localhost')]) as channel:
+      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+      response = stub.Predict(predict_request('half_plus_two', [[2.0]]), timeout=TIMEOUT)
+    return tf.make_ndarray(response.outputs['y']).tolist()
+
+  with server_lib.create_server(config_lib.ServerOptions(
+      port=0, model_name='half_plus_two', model_base_path=half_plus_two,
+      ssl_config_file=str(ssl_config))) as server:
+    assert predict_with(server.grpc_port, client_key, client_cert) == [[3.0]]
+    with pytest.raises(grpc.RpcError) as info:  # No client certificate.
+      predict_with(server.grpc_port)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(grpc.RpcError) as info:  # A certificate from another CA.
+      predict_with(server.grpc_port, stranger_key, stranger_cert)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert predict_with(server.grpc_port, client_key, client_cert) == [[3.0]]
+
+
 def test_graceful_stop_lets_in_flight_requests_finish(slow_model):
   server = start(model_name='slow', model_base_path=slow_model)
   ports = (server.rest_port, server.grpc_port)
