@@ -100,8 +100,8 @@ class Protocol(web.RequestHandler):
     limit = None
     if isinstance(exc, LineTooLong):
       start, limit = exc.args[0], exc.args[1]
-      if isinstance(start, bytes):
-        start = start.decode('utf-8', 'replace')
+      if isinstance(start, (bytes, bytearray)):  # The C parser gives the URL as a bytearray.
+        start = bytes(start).decode('utf-8', 'replace')
       if str(start).startswith('/'):
         status, text = 414, (f'Request URL is longer than the limit of {limit} bytes (it starts '
                               f'with {start}); send large inputs in a POST body instead')
