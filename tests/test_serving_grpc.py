@@ -660,12 +660,19 @@ class _BrokenPredict(InferenceService):
     raise RuntimeError('boom')
 
 
-def test_unexpected_exception_is_internal(tf_serving_testdata):
+def test_unexpected_exception_is_internal(tf_serving_testdata, caplog):
   srv = EmbeddedServer(standard_entries(tf_serving_testdata)[:1], service_class=_BrokenPredict)
   stubs = Stubs(srv.target)
   try:
-    expect_error(stubs.prediction.Predict, predict_request(x=[[1.0]]), Code.INTERNAL,
-                 'Predict failed: RuntimeError: boom')
+    with pytest.raises(grpc.RpcError) as raised:
+      stubs.prediction.Predict(predict_request(x=[[1.0]]), timeout=10)
+    assert raised.value.code() == Code.INTERNAL
+    message = raised.value.details()
+    assert 'Internal error [error id ' in message and 'boom' not in message
+    error_id = message.split('[error id ')[1].split(']')[0]
+    logged = [r for r in caplog.records if error_id in r.getMessage()]
+    assert len(logged) == 1 and 'gRPC Predict' in logged[0].getMessage()
+    assert 'RuntimeError: boom' in logged[0].getMessage()
     assert stubs.prediction.Classify(classify_request(), timeout=10).result.classifications
   finally:
     stubs.close()

@@ -9,10 +9,19 @@ The servicers subclass the generated ones from `tensorflow-serving-api`, so
 the method names, request and response messages are TF Serving's own. Every
 failure becomes a gRPC status with TF Serving's code and message (cut after
 1024 characters and marked `...TRUNCATED`, as `ToGRPCStatus` does); an
-unexpected exception becomes INTERNAL and never takes the server down.
+unexpected exception becomes a generic INTERNAL (details logged under an error
+id) and never takes the server down.
+
+Inference RPCs (Classify, Regress, Predict, MultiInference) are weighed by
+their serialized size against the in-flight budget shared with REST
+(--max_inflight_request_bytes) and carry an admission.RequestTicket: waiting
+counts against the RPC's deadline, and an RPC whose deadline passed or which
+the client cancelled does not start its model run (DEADLINE_EXCEEDED /
+CANCELLED, counted as such in the metrics).
 """
 import logging
 import os
+import time
 from concurrent import futures
 from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar
 
@@ -22,10 +31,11 @@ from tensorflow_serving.apis import model_service_pb2_grpc
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
+from estimator_export.serving import admission
 from estimator_export.serving import config as config_lib
 from estimator_export.serving.inference import InferenceService
 from estimator_export.serving.manager import ModelManager
-from estimator_export.serving.status import Code, ServingError, invalid
+from estimator_export.serving.status import Code, ServingError, internal_error, invalid
 
 logger = logging.getLogger('estimator_export.serving')
 
@@ -51,11 +61,33 @@ def _answer(method: str, handler: Callable[[], _Response], context: grpc.Service
   except ServingError as e:
     error = e
   except Exception as e:  # pylint: disable=broad-except
-    logger.exception('gRPC %s failed with an unexpected error', method)
-    error = ServingError(Code.INTERNAL, f'{method} failed: {type(e).__name__}: {e}')
+    error = internal_error(f'gRPC {method}', e)
   logger.debug('gRPC %s failed: %s', method, error.message)
   context.abort(error.code, error.grpc_message())
   raise AssertionError('context.abort returned')  # Unreachable: abort raises.
+
+
+def _ticket(context: grpc.ServicerContext) -> admission.RequestTicket:
+  """The RPC's deadline and cancellation as a RequestTicket."""
+  remaining = context.time_remaining()
+  deadline = None if remaining is None else time.monotonic() + remaining
+  ticket = admission.RequestTicket(deadline=deadline,
+                                   timeout_ms=None if remaining is None else remaining * 1000,
+                                   flag='the RPC deadline')
+
+  def ended():  # Runs when the RPC ends: answered, cancelled, or out of time.
+    late = ticket.remaining() is not None and ticket.remaining() <= 0
+    ticket.cancel(Code.DEADLINE_EXCEEDED if late else Code.CANCELLED)
+
+  context.add_callback(ended)
+  return ticket
+
+
+def _spec_of(request):
+  """The ModelSpec a request names (MultiInference: its first task's)."""
+  if hasattr(request, 'tasks'):
+    return request.tasks[0].model_spec if request.tasks else None
+  return request.model_spec
 
 
 class PredictionServiceServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -64,17 +96,41 @@ class PredictionServiceServicer(prediction_service_pb2_grpc.PredictionServiceSer
   def __init__(self, service: InferenceService):
     self._service = service
 
+  def _infer(self, method: str, api: str, call, request, context):
+    """Runs an inference RPC under a ticket, once its size fits in the in-flight budget."""
+    def handler():
+      ticket = _ticket(context)
+      budget = self._service.budget
+      weight = request.ByteSize()
+      try:
+        if not context.is_active():
+          raise ServingError(Code.CANCELLED, 'Request cancelled: the client went away before '
+                                             'it was answered')
+        budget.acquire(weight, ticket)
+      except ServingError as e:
+        spec = _spec_of(request)
+        self._service.observe_failure(spec.name if spec is not None else '', api,
+                                      None, e, 'GRPC')
+        raise
+      try:
+        with admission.bind(ticket):
+          return call(request)
+      finally:
+        budget.release(weight)
+    return _answer(method, handler, context)
+
   def Classify(self, request, context):  # pylint: disable=invalid-name
-    return _answer('Classify', lambda: self._service.classify(request), context)
+    return self._infer('Classify', 'classify', self._service.classify, request, context)
 
   def Regress(self, request, context):  # pylint: disable=invalid-name
-    return _answer('Regress', lambda: self._service.regress(request), context)
+    return self._infer('Regress', 'regress', self._service.regress, request, context)
 
   def Predict(self, request, context):  # pylint: disable=invalid-name
-    return _answer('Predict', lambda: self._service.predict(request), context)
+    return self._infer('Predict', 'predict', self._service.predict, request, context)
 
   def MultiInference(self, request, context):  # pylint: disable=invalid-name
-    return _answer('MultiInference', lambda: self._service.multi_inference(request), context)
+    return self._infer('MultiInference', 'multi_inference', self._service.multi_inference,
+                       request, context)
 
   def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name
     return _answer('GetModelMetadata', lambda: self._service.get_model_metadata(request),

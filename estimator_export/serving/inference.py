@@ -5,6 +5,13 @@ Two layers: array-level calls (`predict_arrays`, `classify_examples`,
 proto-level calls taking the `tensorflow-serving-api` request messages that the
 gRPC service (and warmup replay) use. Both go through the same checks, so the
 two APIs fail alike, with TF Serving's codes and messages.
+
+Every request is counted in the metrics. Names a client made up (a model
+that is not configured, a signature the servable lacks) are counted under
+UNKNOWN_LABEL, so clients cannot grow the metrics without bound. A request
+running under an admission.RequestTicket (REST, gRPC) is checked right before
+its model run: one whose deadline passed or whose client left never runs, and
+is counted as DEADLINE_EXCEEDED / CANCELLED (also when the run had begun).
 """
 import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -20,11 +27,14 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import regression_pb2
 
 from estimator_export._saved_model import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
+from estimator_export.serving import admission
 from estimator_export.serving.manager import ModelManager
 from estimator_export.serving.servable import Servable
 from estimator_export.serving.status import Code, ServingError, invalid
 
 CLASSIFY, REGRESS = 'classify', 'regress'
+# The metric label of a model or signature name that names nothing served.
+UNKNOWN_LABEL = '<unknown>'
 
 
 def _join(names) -> str:
@@ -37,11 +47,14 @@ class InferenceService:
   Args:
     manager: the ModelManager.
     metrics: optional object with `observe(model, api, signature, seconds, ok)`.
+    max_inflight_bytes: the in-flight budget REST and gRPC share
+      (--max_inflight_request_bytes); 0: unlimited.
   """
 
-  def __init__(self, manager: ModelManager, metrics=None):
+  def __init__(self, manager: ModelManager, metrics=None, max_inflight_bytes: int = 0):
     self.manager = manager
     self.metrics = metrics
+    self.budget = admission.InflightBudget(max_inflight_bytes)
 
   # ----- resolution -----
   def servable_for(self, model_spec, api: Optional[str] = None,
@@ -61,12 +74,33 @@ class InferenceService:
       return self.manager.resolve(model_spec.name, version, label)
     except ServingError as e:
       if api:
-        self._observe(model_spec.name, api, model_spec.signature_name or DEFAULT_SIGNATURE,
-                      started, e, entrypoint)
+        self.observe_failure(model_spec.name, api, None, e, entrypoint, started)
       raise
 
+  def observe_failure(self, model_name: str, api: str, signature: Optional[str],
+                      error: Exception, entrypoint: Optional[str] = None,
+                      started: Optional[float] = None):
+    """Counts a request that failed before a servable (or signature) was resolved.
+
+    A model name that is not configured, and a signature name of None, are
+    counted as UNKNOWN_LABEL.
+    """
+    if self.metrics is None:
+      return
+    if model_name not in self.manager.model_names():
+      model_name = UNKNOWN_LABEL
+    self._observe(model_name, api, signature or UNKNOWN_LABEL,
+                  time.perf_counter() if started is None else started, error, entrypoint)
+
   def _observe(self, servable_name, api, signature, started, error, entrypoint=None):
-    """Records one request; `error` is the exception it failed with, or None."""
+    """Records one request; `error` is the exception it failed with, or None.
+
+    A success whose client no longer waits (the bound ticket's deadline passed
+    or it was cancelled) is recorded with that error instead.
+    """
+    ticket = admission.current_ticket()
+    if error is None and ticket is not None:
+      error = ticket.finish()
     if self.metrics is not None:
       code = getattr(error, 'code', Code.UNKNOWN) if error is not None else Code.OK
       self.metrics.observe(servable_name, api, signature, time.perf_counter() - started,
@@ -79,10 +113,11 @@ class InferenceService:
     """Runs a Predict on numpy inputs; returns (signature name, outputs by alias)."""
     started = time.perf_counter()
     name = signature_name or DEFAULT_SIGNATURE
-    error = None
+    error, label = None, name
     try:
       signature = servable.signature_defs.get(name)
       if signature is None:
+        label = UNKNOWN_LABEL
         if rest:
           raise invalid(f'Serving signature name: "{name}" not found in signature def')
         raise ServingError(Code.FAILED_PRECONDITION, f'Serving signature key "{name}" not found.')
@@ -93,7 +128,7 @@ class InferenceService:
       error = e
       raise
     finally:
-      self._observe(servable.name, 'predict', name, started, error, 'REST' if rest else 'GRPC')
+      self._observe(servable.name, 'predict', label, started, error, 'REST' if rest else 'GRPC')
 
   def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
     if not request.HasField('model_spec'):
@@ -127,10 +162,11 @@ class InferenceService:
   def _run_examples(self, servable, signature_name, examples, method, entrypoint):
     started = time.perf_counter()
     name = signature_name or DEFAULT_SIGNATURE
-    error = None
+    error, label = None, name
     try:
       signature = servable.signature_defs.get(name)
       if signature is None:
+        label = UNKNOWN_LABEL
         raise invalid(f'No signature was found with the name: {name}')
       check = _check_classify_signature if method == CLASSIFY else _check_regress_signature
       aliases = check(signature)
@@ -144,7 +180,7 @@ class InferenceService:
       error = e
       raise
     finally:
-      self._observe(servable.name, method, name, started, error, entrypoint)
+      self._observe(servable.name, method, label, started, error, entrypoint)
 
   def classify(self, request: classification_pb2.ClassificationRequest
               ) -> classification_pb2.ClassificationResponse:
@@ -307,6 +343,10 @@ def _output_aliases(signature, output_filter: Sequence[str]) -> List[str]:
 
 
 def _run(servable: Servable, name: str, signature, inputs, aliases, check_dtypes: bool):
+  """Runs the model, unless the request's client no longer waits for the answer."""
+  ticket = admission.current_ticket()
+  if ticket is not None:
+    ticket.check()
   batcher = servable.batcher
   if batcher is not None:
     return batcher.run(name, signature, inputs, aliases, check_dtypes)

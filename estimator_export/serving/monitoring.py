@@ -40,8 +40,16 @@ Added here, under our own names:
   signature_name, status}: histogram of every request's wall time, seconds.
 * `estimator_export_serving_batch_size` {model_name, signature_name}:
   histogram of rows per batch run, padding included.
+
+Bounded size: label values come from requests, so each metric keeps at most
+`max_series` label sets (DEFAULT_MAX_SERIES); past that, new label sets are
+counted under one overflow set whose every label is OVERFLOW_LABEL (and a
+warning is logged once per metric). The InferenceService already reports
+model and signature names that name nothing served as '<unknown>', so this
+cap only matters for servers with very many real models or signatures.
 """
 import bisect
+import logging
 import threading
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -49,6 +57,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import HistogramMetricFamily, UnknownMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+logger = logging.getLogger('estimator_export.serving')
+
+# Label sets each metric keeps before new ones go to the overflow set.
+DEFAULT_MAX_SERIES = 1000
+OVERFLOW_LABEL = '<overflow>'
 
 # The text format generate_latest writes (newer clients also define a 1.0.0 one).
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
@@ -84,16 +98,30 @@ _SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
                     0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+def _bounded_key(cells: Dict, key: Tuple[str, ...], max_series: int, name: str
+                ) -> Tuple[str, ...]:
+  """`key`, or the overflow key once `cells` holds max_series other label sets."""
+  if key in cells or len(cells) < max_series:
+    return key
+  overflow = (OVERFLOW_LABEL,) * len(key)
+  if overflow not in cells:
+    logger.warning('Metric %s reached %d label sets; further label sets are counted under '
+                   'label values "%s"', name, max_series, OVERFLOW_LABEL)
+  return overflow
+
+
 class _Histogram:
   """Cumulative-on-read bucket counts per label tuple (callers hold the lock)."""
 
   def __init__(self, name: str, documentation: str, labels: Sequence[str],
-               bounds: Sequence[float]):
+               bounds: Sequence[float], max_series: int = DEFAULT_MAX_SERIES):
     self.name, self.documentation, self.labels = name, documentation, list(labels)
     self.bounds = tuple(bounds)
+    self.max_series = max_series
     self._cells: Dict[Tuple[str, ...], List[float]] = {}  # counts..., sum
 
   def observe(self, label_values: Tuple[str, ...], value: float):
+    label_values = _bounded_key(self._cells, label_values, self.max_series, self.name)
     cell = self._cells.get(label_values)
     if cell is None:
       cell = self._cells[label_values] = [0] * (len(self.bounds) + 1) + [0.0]
@@ -129,33 +157,37 @@ class ServingMetrics:
 
   Args:
     registry: the registry to register in; a new private one by default.
+    max_series: label sets kept per metric before new ones share the overflow set.
   """
 
-  def __init__(self, registry: Optional[CollectorRegistry] = None):
+  def __init__(self, registry: Optional[CollectorRegistry] = None,
+               max_series: int = DEFAULT_MAX_SERIES):
     self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+    self.max_series = max(1, int(max_series))
     self._lock = threading.Lock()
     self._request_count: Dict[Tuple[str, str], int] = {}
     self._request_latency = _Histogram(
         REQUEST_LATENCY, 'Distribution of wall time (in microseconds) for Tensorflow Serving '
-        'request.', ('model_name', 'API', 'entrypoint'), _REQUEST_LATENCY_BUCKETS)
+        'request.', ('model_name', 'API', 'entrypoint'), _REQUEST_LATENCY_BUCKETS,
+        self.max_series)
     self._signature_latency = _Histogram(
         SIGNATURE_LATENCY, 'Request wall time in seconds, by model, API, signature and status.',
-        ('model_name', 'API', 'signature_name', 'status'), _SECONDS_BUCKETS)
+        ('model_name', 'API', 'signature_name', 'status'), _SECONDS_BUCKETS, self.max_series)
     self._input_batch_size = _Histogram(
         INPUT_BATCH_SIZE, 'Tracks the batch size distribution on the inputs.', (),
-        _BATCH_SIZE_BUCKETS)
+        _BATCH_SIZE_BUCKETS, self.max_series)
     self._processed_batch_size = _Histogram(
         PROCESSED_BATCH_SIZE, 'Tracks the batch size distribution on processing.', (),
-        _BATCH_SIZE_BUCKETS)
+        _BATCH_SIZE_BUCKETS, self.max_series)
     self._padding_size = _Histogram(
         PADDING_SIZE, 'Tracks the padding size distribution on batches.',
-        ('execution_batch_size',), _BATCH_SIZE_BUCKETS)
+        ('execution_batch_size',), _BATCH_SIZE_BUCKETS, self.max_series)
     self._queuing_latency = _Histogram(
         QUEUING_LATENCY, 'Distribution of wall time spent (in microseconds) in queuing',
-        ('thread_pool_name',), _QUEUING_BUCKETS)
+        ('thread_pool_name',), _QUEUING_BUCKETS, self.max_series)
     self._batch_size = _Histogram(
         BATCH_SIZE, 'Rows per batch run (after padding), by model and signature.',
-        ('model_name', 'signature_name'), _BATCH_SIZE_BUCKETS)
+        ('model_name', 'signature_name'), _BATCH_SIZE_BUCKETS, self.max_series)
     self.registry.register(_Collector(self))
 
   def observe(self, model: str, api: str, signature: str, seconds: float, ok: bool,
@@ -174,7 +206,7 @@ class ServingMetrics:
     status = 'OK' if ok else _code_name(code)
     api_label = API_NAMES.get(api, api)
     with self._lock:
-      key = (model, status)
+      key = _bounded_key(self._request_count, (model, status), self.max_series, REQUEST_COUNT)
       self._request_count[key] = self._request_count.get(key, 0) + 1
       if ok:
         self._request_latency.observe((model, api_label, entrypoint or ''), seconds * 1e6)

@@ -7,12 +7,32 @@ Anything else under /v1 is `400 Malformed request: <METHOD> <path>`; other
 paths are a plain 404. Every response is application/json; errors are
 {"error": "<message>"}. Inference runs on a thread pool so the event loop
 keeps accepting (keep-alive and concurrent requests work).
+
+Bounds, each with its ServerOptions field (and flag):
+
+* rest_api_max_body_bytes: a longer body is a 413 (refused from its
+  Content-Length when it has one, before reading it).
+* rest_api_max_elements: passed to the JSON decoder.
+* max_inflight_request_bytes: requests are weighed by body length against the
+  budget shared with gRPC (admission.InflightBudget); waiting counts against
+  rest_api_timeout_in_ms.
+* rest_api_header_timeout_in_ms (see _http_protocol), rest_api_body_timeout_in_ms
+  (408, connection closed), rest_api_keepalive_timeout_in_ms (idle connections).
+* rest_api_timeout_in_ms: past it the answer is 504 DEADLINE_EXCEEDED. A request
+  whose time ran out, or whose client disconnected, before its model run
+  started never runs (the RequestTicket is checked right before the run), and
+  either way it is counted as DEADLINE_EXCEEDED / CANCELLED, not OK.
+
+An unexpected failure is a 500 with a generic message and an error id; the
+details are logged once, under that id.
 """
 import asyncio
 import concurrent.futures
 import dataclasses
+import inspect
 import json
 import re
+import time
 import urllib.parse
 from typing import Optional
 
@@ -22,8 +42,10 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.apis import model_pb2
 
+from estimator_export.serving import _http_protocol
+from estimator_export.serving import admission
 from estimator_export.serving import json_codec
-from estimator_export.serving.status import ServingError, invalid
+from estimator_export.serving.status import Code, ServingError, internal_error, invalid
 
 _POST = re.compile(r'(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?'
                    r':(classify|regress|predict)')
@@ -31,14 +53,19 @@ _GET = re.compile(r'(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/label
                   r'(?:/(metadata))?')
 _V1 = re.compile(r'(?i)/v1/.*')
 INT64_MAX = 2**63 - 1
-DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 JSON = 'application/json'
+TIMEOUT_FLAG = '--rest_api_timeout_in_ms'
+
+# The JSON decoder takes max_elements once the lean decoder is merged; until then it is not
+# passed (checked once here rather than on every request).
+_DECODER_TAKES_MAX_ELEMENTS = (
+    'max_elements' in inspect.signature(json_codec.parse_json_body).parameters)
 
 
 @dataclasses.dataclass
 class RestServer:
   """A running REST endpoint (see start_rest_server)."""
-  runner: web.AppRunner
+  runner: web.BaseRunner
   port: int
   loop: asyncio.AbstractEventLoop
 
@@ -47,30 +74,65 @@ class RestServer:
     await asyncio.wait_for(self.runner.cleanup(), timeout=grace + 1)
 
 
+class _BodyError(Exception):
+  """A body refused while reading it (too large, too slow): status and message."""
+
+  def __init__(self, status: int, message: str):
+    super().__init__(message)
+    self.status, self.message = status, message
+
+
+@dataclasses.dataclass
+class Limits:
+  """The REST bounds, from ServerOptions (see the module docstring)."""
+  timeout_seconds: float = 30.0
+  max_body_bytes: int = 32 * 1024 * 1024
+  max_elements: int = 16 * 1024 * 1024
+  body_timeout_seconds: float = 60.0
+
+  @classmethod
+  def from_options(cls, options, max_body_bytes: Optional[int] = None) -> 'Limits':
+    return cls(timeout_seconds=options.rest_api_timeout_in_ms / 1000.0,
+               max_body_bytes=max_body_bytes or options.rest_api_max_body_bytes,
+               max_elements=options.rest_api_max_elements,
+               body_timeout_seconds=options.rest_api_body_timeout_in_ms / 1000.0)
+
+
 class RestHandler:
   """Maps HTTP requests to InferenceService calls."""
 
-  def __init__(self, service, manager, timeout_seconds: float = 30.0, cors: bool = False,
-               metrics=None, metrics_path: Optional[str] = None, workers: int = 16,
-               max_body_bytes: int = 0):
+  def __init__(self, service, manager, limits: Optional[Limits] = None, cors: bool = False,
+               metrics=None, metrics_path: Optional[str] = None, workers: int = 16):
     self.service = service
     self.manager = manager
-    self.timeout = timeout_seconds
+    self.limits = limits or Limits()
+    self.timeout = self.limits.timeout_seconds
     self.cors = cors
     self.metrics = metrics
     self.metrics_path = metrics_path
-    self.max_body_bytes = max_body_bytes
+    self.budget = getattr(service, 'budget', None) or admission.InflightBudget(0)
     self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers,
                                                       thread_name_prefix='rest-inference')
 
   # ----- entry point -----
-  async def handle(self, request: web.Request) -> web.StreamResponse:
+  async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    protocol = request.protocol
+    if isinstance(protocol, _http_protocol.Protocol):
+      protocol.request_started()
+    try:
+      return await self._handle(request)
+    finally:
+      if isinstance(protocol, _http_protocol.Protocol):
+        protocol.request_finished()
+
+  async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
     path = request.raw_path.split('?', 1)[0]
     if self.metrics is not None and request.method == 'GET' and path == self.metrics_path:
       body, content_type = self.metrics.render()
       return web.Response(body=body, headers={'Content-Type': content_type})
     if not _V1.fullmatch(path):
       return web.Response(status=404)
+    close = False
     try:
       status, body = await self._dispatch(request, path)
     except ServingError as e:
@@ -78,22 +140,22 @@ class RestHandler:
     except json_codec.CodecError as e:
       error = ServingError(e.code, e.message)
       status, body = error.http_status, json_codec.format_error(e.message)
-    except web.HTTPRequestEntityTooLarge:
-      status, body = 413, json_codec.format_error(
-          f'Request body is larger than the limit of {self.max_body_bytes} bytes; send '
-          'smaller batches')
-    except asyncio.TimeoutError:
-      status, body = 504, json_codec.format_error('Request timed out')
+    except _BodyError as e:
+      status, body, close = e.status, json_codec.format_error(e.message), True
     except Exception as e:  # pylint: disable=broad-except
-      status, body = 500, json_codec.format_error(f'Internal error: {e}')
+      error = internal_error(f'REST {request.method} {path[:200]}', e)
+      status, body = error.http_status, json_codec.format_error(error.message)
     headers = {'Content-Type': JSON}
     if self.cors:
       headers.update({'Access-Control-Allow-Origin': '*',
                       'Access-Control-Allow-Methods': 'POST, GET',
                       'Access-Control-Allow-Headers': 'Content-Type'})
-    return web.Response(status=status, body=body.encode('utf-8'), headers=headers)
+    response = web.Response(status=status, body=body.encode('utf-8'), headers=headers)
+    if close:
+      response.force_close()  # The rest of the body is never read.
+    return response
 
-  async def _dispatch(self, request: web.Request, path: str):
+  async def _dispatch(self, request: web.BaseRequest, path: str):
     method = request.method
     malformed = invalid(f'Malformed request: {method} {path}')
     if method == 'POST':
@@ -102,7 +164,7 @@ class RestHandler:
         raise malformed
       name, version, label, verb = match.groups()
       spec = self._model_spec(name, version, label)
-      body = await request.read()
+      body = await self._read_body(request)
       return 200, await self._run(self._infer, verb, spec, body)
     if method == 'GET':
       match = _GET.fullmatch(path)
@@ -118,6 +180,37 @@ class RestHandler:
       return 200, await self._run(self._status, spec)
     raise malformed
 
+  async def _read_body(self, request: web.BaseRequest) -> bytes:
+    """The whole body, within rest_api_max_body_bytes and rest_api_body_timeout_in_ms."""
+    limit = self.limits.max_body_bytes
+    too_large = _BodyError(413, f'Request body is larger than the limit of {limit} bytes '
+                                '(--rest_api_max_body_bytes); send smaller batches or raise '
+                                'the limit')
+    length = request.content_length
+    if length is not None and length > limit:
+      raise too_large
+    chunks, size = [], 0
+
+    async def read():
+      nonlocal size
+      while True:
+        chunk = await request.content.readany()
+        if not chunk:
+          return
+        size += len(chunk)
+        if size > limit:
+          raise too_large
+        chunks.append(chunk)
+
+    seconds = self.limits.body_timeout_seconds
+    try:
+      await asyncio.wait_for(read(), timeout=seconds)
+    except asyncio.TimeoutError:
+      raise _BodyError(408, f'Request body not received within {seconds * 1000:g} ms '
+                            f'({size} bytes arrived; --rest_api_body_timeout_in_ms); send it '
+                            'faster or raise the limit') from None
+    return b''.join(chunks)
+
   def _model_spec(self, name, version, label) -> model_pb2.ModelSpec:
     spec = model_pb2.ModelSpec(name=urllib.parse.unquote(name))
     if version is not None and label is not None:
@@ -132,19 +225,64 @@ class RestHandler:
     return spec
 
   async def _run(self, fn, *args):
+    """Runs fn on the pool with a RequestTicket bound (admission.current_ticket).
+
+    The ticket's deadline is rest_api_timeout_in_ms from now. When it passes
+    (or the client disconnects: aiohttp then cancels this coroutine) the
+    ticket is cancelled, so work not yet started never starts; an answer the
+    worker already claimed (`RequestTicket.finish`) is still delivered.
+    """
     loop = asyncio.get_running_loop()
-    return await asyncio.wait_for(loop.run_in_executor(self.pool, fn, *args),
-                                  timeout=self.timeout)
+    ticket = admission.RequestTicket(deadline=time.monotonic() + self.timeout,
+                                     timeout_ms=self.timeout * 1000, flag=TIMEOUT_FLAG)
+    future = loop.run_in_executor(self.pool, self._work, ticket, fn, *args)
+    future.add_done_callback(_consume)
+    try:
+      return await asyncio.wait_for(asyncio.shield(future), timeout=self.timeout)
+    except asyncio.TimeoutError:
+      if ticket.cancel(Code.DEADLINE_EXCEEDED):
+        raise ticket.error() from None
+      return await future
+    except asyncio.CancelledError:
+      ticket.cancel(Code.CANCELLED)
+      raise
+
+  @staticmethod
+  def _work(ticket: admission.RequestTicket, fn, *args):
+    with admission.bind(ticket):
+      result = fn(*args)
+    late = ticket.finish()
+    if late is not None:
+      raise late
+    return result
 
   # ----- handlers (run on the thread pool) -----
   def _infer(self, verb: str, spec, body: bytes) -> str:
-    obj = json_codec.parse_json_body(body)
+    """Decodes and runs one request once its body length fits in the in-flight budget."""
+    weight = len(body)
+    try:
+      self.budget.acquire(weight, admission.current_ticket())
+    except ServingError as e:
+      self.service.observe_failure(spec.name, verb, None, e, 'REST')
+      raise
+    try:
+      return self._decode_and_run(verb, spec, body)
+    finally:
+      self.budget.release(weight)
+
+  def _decode_and_run(self, verb: str, spec, body: bytes) -> str:
+    if _DECODER_TAKES_MAX_ELEMENTS:
+      obj = json_codec.parse_json_body(body, max_elements=self.limits.max_elements)
+    else:
+      obj = json_codec.parse_json_body(body)
     servable = self.service.servable_for(spec, verb, 'REST')
     if verb == 'predict':
       name = json_codec.peek_signature_name(obj) or 'serving_default'
       signature = servable.signature_defs.get(name)
       if signature is None:
-        raise invalid(f'Serving signature name: "{name}" not found in signature def')
+        error = invalid(f'Serving signature name: "{name}" not found in signature def')
+        self.service.observe_failure(servable.name, verb, None, error, 'REST')
+        raise error
       dtypes = {alias: info.dtype for alias, info in signature.inputs.items()}
       _, inputs, fmt = json_codec.parse_predict_request(obj, dtypes)
       _, outputs = self.service.predict_arrays(servable, name, inputs, rest=True)
@@ -180,18 +318,34 @@ class RestHandler:
     return json.dumps(body, indent=1)
 
 
+def _consume(future: asyncio.Future):
+  """Retrieves a worker's exception nobody awaits any more (no 'never retrieved' log)."""
+  if not future.cancelled():
+    future.exception()
+
+
 async def start_rest_server(service, manager, options, metrics=None,
-                            max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> RestServer:
-  """Starts the REST endpoint on options.host:options.rest_api_port (0: a free port)."""
+                            max_body_bytes: Optional[int] = None) -> RestServer:
+  """Starts the REST endpoint on options.host:options.rest_api_port (0: a free port).
+
+  Args:
+    service, manager: what the handlers answer from.
+    options: ServerOptions (timeouts, limits, CORS, monitoring path).
+    metrics: ServingMetrics for the Prometheus path, or None.
+    max_body_bytes: overrides options.rest_api_max_body_bytes.
+  """
   monitoring = options.monitoring() if hasattr(options, 'monitoring') else None
   handler = RestHandler(
-      service, manager, timeout_seconds=options.rest_api_timeout_in_ms / 1000.0,
+      service, manager, Limits.from_options(options, max_body_bytes),
       cors=options.rest_api_enable_cors_support, metrics=metrics,
-      metrics_path=monitoring.prometheus_path if monitoring else None,
-      max_body_bytes=max_body_bytes)
-  app = web.Application(client_max_size=max_body_bytes)
-  app.router.add_route('*', r'/{tail:[\s\S]*}', handler.handle)  # Newlines (%0A) too.
-  runner = web.AppRunner(app, access_log=None, handle_signals=False)
+      metrics_path=monitoring.prometheus_path if monitoring else None)
+  server = _http_protocol.Server(
+      handler.handle, handler_cancellation=True,  # A disconnect cancels the handler.
+      protocol_kwargs=dict(
+          header_timeout=options.rest_api_header_timeout_in_ms / 1000.0,
+          keepalive_timeout=options.rest_api_keepalive_timeout_in_ms / 1000.0,
+          access_log=None))
+  runner = web.ServerRunner(server, handle_signals=False)
   await runner.setup()
   site = web.TCPSite(runner, options.host, options.rest_api_port or 0, reuse_address=True)
   await site.start()

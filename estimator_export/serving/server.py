@@ -87,7 +87,8 @@ class ModelServer:
     self.manager = ModelManager(opts.model_configs(), poll_seconds=opts.file_system_poll_wait_seconds,
                                 on_load=self._on_load_hooks(),
                                 session_config=opts.session_config())
-    self.service = InferenceService(self.manager, self.metrics)
+    self.service = InferenceService(self.manager, self.metrics,
+                                    max_inflight_bytes=opts.max_inflight_request_bytes)
     self.manager.start()
     self._grpc_server, self.grpc_port = grpc_service.create_grpc_server(
         self.service, self.manager, host=opts.host, port=opts.port,

@@ -1,9 +1,14 @@
 """TF Serving's status codes and messages, for gRPC and REST alike."""
+import logging
+import uuid
+
 import grpc
 
 from estimator_export.errors import EstimatorExportError
 
 Code = grpc.StatusCode
+
+logger = logging.getLogger('estimator_export.serving')
 
 # google.rpc code -> HTTP status, as TF Serving's REST handler maps them.
 HTTP_STATUS = {
@@ -67,3 +72,16 @@ def from_tf_error(error: Exception) -> ServingError:
       if status.value[0] == code:
         return ServingError(status, getattr(error, 'message', str(error)))
   return ServingError(Code.INTERNAL, str(error))
+
+
+def internal_error(where: str, error: BaseException) -> ServingError:
+  """An unexpected failure as a generic INTERNAL error; the details are logged once.
+
+  Clients get no exception text (it can carry paths, values or other
+  requests' data), only an id to find the log entry with.
+  """
+  error_id = uuid.uuid4().hex[:12]
+  logger.error('%s failed with an unexpected error [error id %s]: %s: %s', where, error_id,
+               type(error).__name__, error, exc_info=error)
+  return ServingError(Code.INTERNAL, f'Internal error [error id {error_id}]; the server log '
+                                     'has the details under this id')
