@@ -520,3 +520,34 @@ class TestWithManager:
   def test_bad_parameters_fail_at_make_on_load(self):
     with pytest.raises(ServingError, match='Last entry in allowed_batch_sizes'):
       batching.make_on_load(TestBatchOptions.Params(max_batch_size=4, allowed_batch_sizes=(2,)))
+
+
+class TestAbandonedTasks:
+
+  def test_a_queued_task_whose_client_left_is_not_run(self, make_batcher, servable):
+    from estimator_export.serving import admission  # pylint: disable=g-import-not-at-top
+    batcher, counting = make_batcher(max_batch_size=8, batch_timeout_micros=0,
+                                     num_batch_threads=1)
+    first = _hold_first_run(batcher, counting, lambda: _predict(batcher, servable, _x(1, 0)))
+    tickets = [admission.RequestTicket(), admission.RequestTicket(time.monotonic() + 0.2),
+               admission.RequestTicket()]
+
+    def queued(ticket, seed):
+      with admission.bind(ticket):
+        return _predict(batcher, servable, _x(2, seed))
+    pool = concurrent.futures.ThreadPoolExecutor(3)
+    try:
+      futures = [pool.submit(queued, ticket, seed) for seed, ticket in enumerate(tickets, 1)]
+      _wait_for(lambda: batcher.num_enqueued_tasks() == 3)
+      tickets[0].cancel()          # The client went away while its task was queued.
+      time.sleep(0.3)              # tickets[1]'s deadline passes in the queue.
+      counting.gate.set()
+      first.join(10)
+      errors = [f.exception(10) for f in futures]
+    finally:
+      counting.gate.set()
+      pool.shutdown(wait=True)
+    assert [e.code if e else None for e in errors] == [
+        Code.CANCELLED, Code.DEADLINE_EXCEEDED, None]
+    assert counting.rows == [1, 2]  # The held run, then only the live task's two rows.
+    np.testing.assert_allclose(futures[2].result()['y'], _x(2, 3) @ W + B, rtol=1e-5)

@@ -53,6 +53,9 @@ Where we differ, deliberately:
   microseconds more than calling the servable directly.
 * After stop(), run() calls the servable directly (TF Serving keeps the
   servable, and so its batching, alive until its last request finishes).
+* A queued task whose client left, or whose deadline passed, while it waited
+  (its admission.RequestTicket) is finished with CANCELLED or
+  DEADLINE_EXCEEDED when its batch is formed, and its rows are not run.
 """
 import collections
 import dataclasses
@@ -64,6 +67,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from estimator_export.serving import admission
 from estimator_export.serving.status import Code, ServingError, from_tf_error, invalid
 
 logger = logging.getLogger('estimator_export.serving')
@@ -135,11 +139,13 @@ class BatchOptions:
 
 class _Task:
   """One request waiting in a queue; `wait()` blocks until `finish()`."""
-  __slots__ = ('inputs', 'rows', 'output_aliases', 'enqueued', 'outputs', 'error', '_done')
+  __slots__ = ('inputs', 'rows', 'output_aliases', 'enqueued', 'outputs', 'error', 'ticket',
+               '_done')
 
   def __init__(self, inputs: Mapping[str, np.ndarray], rows: int,
                output_aliases: Tuple[str, ...]):
     self.inputs = inputs
+    self.ticket = admission.current_ticket()  # The request's deadline and cancellation.
     self.rows = rows
     self.output_aliases = output_aliases
     self.enqueued = 0.0
@@ -397,10 +403,23 @@ class Batcher:
         self._cv.notify()  # A batch thread may be waiting for this slot.
 
   def _process(self, queue: _Queue, batch: _Batch):
-    """Runs one batch and finishes every task in it, whatever happens."""
-    tasks = batch.tasks
+    """Runs one batch and finishes every task in it, whatever happens.
+
+    A task whose client left or whose deadline passed while it was queued is
+    finished with that error and left out of the run.
+    """
+    tasks = []
+    for task in batch.tasks:
+      gone = task.ticket.error() if task.ticket is not None else None
+      if gone is None:
+        tasks.append(task)
+      else:
+        task.finish(error=gone)
+    if not tasks:
+      return
     started = time.monotonic()
-    padded = self.options.padded_size(batch.rows) if batch.rows else 0
+    rows = sum(t.rows for t in tasks)
+    padded = self.options.padded_size(rows) if rows else 0
     results = None
     try:
       results = self._run_batch(queue.signature_def, queue.output_aliases, queue.check_dtypes,
