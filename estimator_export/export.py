@@ -235,11 +235,12 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
       logger.info('export: %s', servability.assert_servable(written))
     manifest_path = _write_manifest(written, estimator, ckpt, step, version, spec, signatures,
                                     removed, label_vocabulary, metrics, options)
-    fsync_tree(written)
+    logger.debug('export: fsynced %d file(s) of %s', fsync_tree(written), written)
     final, published_before = _publish(written, base, version, options.on_collision)
   finally:
     _rmtree(staging)
   version = int(os.path.basename(final))
+  logger.info('export: published version %d', version)
   deleted = apply_retention(base, options.keep, options.keep_best_by, options.higher_is_better,
                             protect=version, published_before=published_before,
                             allow_single_version=options.allow_single_version)
