@@ -57,7 +57,8 @@ def _child_export(model_dir, base, log_path, exports, first, step):
   for i in range(exports):
     result = model.export_for_serving(estimator, base, samples=toy.SAMPLES,
                                       version=first + i * step, keep=2)
-    log.write(f'RESULT {json.dumps({"version": result.version, "deleted": list(result.deleted_versions)})}\n')
+    summary = {'version': result.version, 'deleted': list(result.deleted_versions)}
+    log.write(f'RESULT {json.dumps(summary)}\n')
 
 
 def zygote_main():
@@ -96,7 +97,8 @@ class Zygote:
     self.tmp_path = tmp_path
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
                TF_CPP_MIN_LOG_LEVEL='3')
-    self.stderr = open(tmp_path / 'zygote.stderr', 'w', encoding='utf-8')  # pylint: disable=consider-using-with
+    self.stderr = open(  # pylint: disable=consider-using-with
+        tmp_path / 'zygote.stderr', 'w', encoding='utf-8')
     self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
         [sys.executable, '-c', 'from tests.test_export_durability import zygote_main; '
          'zygote_main()'], cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
