@@ -8,9 +8,10 @@ Every other module reads SavedModels through here, so each rule exists once:
     numeric_versions(base)             # [1, 2, 10]: what TF Serving would load
     read_manifest(path)                # assets.extra/export_manifest.json, or {}
     resolve_checkpoint(model_dir, ckpt)
+    fsync_tree(path); fsync_dir(path)  # durability on local file systems
 
-All file access goes through `tf.io.gfile`. Nothing here imports another module of
-this package except `errors`.
+All file access goes through `tf.io.gfile`, except fsync, which only local paths have
+(`is_local_path`). Nothing here imports another module of this package except `errors`.
 """
 import json
 import os
@@ -166,6 +167,57 @@ def write_manifest(export_dir: str, manifest: Dict[str, Any]) -> str:
   return path
 
 
+# ----- durability -----
+
+def is_local_path(path: str) -> bool:
+  """True for a path of the local file system (no URL scheme, or file://).
+
+  Only local paths have fsync; gs://, ram://, hdfs:// ... are reached through
+  tf.io.gfile, whose writes are durable (or not) by the file system's own rules.
+  """
+  path = os.fspath(path)
+  return '://' not in path or path.startswith('file://')
+
+
+def _os_path(path: str) -> str:
+  path = os.fspath(path)
+  return path[len('file://'):] if path.startswith('file://') else path
+
+
+def _fsync_path(path: str, directory: bool) -> None:
+  flags = os.O_RDONLY | (getattr(os, 'O_DIRECTORY', 0) if directory else 0)
+  fd = os.open(path, flags)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def fsync_dir(path: str) -> None:
+  """Makes the entries of directory `path` (creations, renames) durable; no-op if not local."""
+  if is_local_path(path):
+    _fsync_path(_os_path(path), directory=True)
+
+
+def fsync_tree(path: str) -> int:
+  """fsyncs every file below `path`, then its directories bottom-up; returns the file count.
+
+  After this, a power loss cannot leave a truncated file or a missing entry in the
+  tree. A no-op (returning 0) for non-local paths. Symbolic links are not followed.
+  """
+  if not is_local_path(path):
+    return 0
+  count = 0
+  for directory, _, files in os.walk(_os_path(path), topdown=False):
+    for name in files:
+      file_path = os.path.join(directory, name)
+      if not os.path.islink(file_path):
+        _fsync_path(file_path, directory=False)
+        count += 1
+    _fsync_path(directory, directory=True)
+  return count
+
+
 # ----- checkpoints -----
 
 def resolve_checkpoint(model_dir: Optional[str], checkpoint_path: Optional[str]) -> str:
@@ -204,7 +256,8 @@ def checkpoint_step(checkpoint_path: str) -> int:
 
 
 __all__: Sequence[str] = (
-    'CLASSIFY_METHOD', 'DEFAULT_SIGNATURE', 'PREDICT_METHOD', 'REGRESS_METHOD', 'SERVE_TAG', 'check_saved_model_dir', 'checkpoint_step',
+    'CLASSIFY_METHOD', 'DEFAULT_SIGNATURE', 'PREDICT_METHOD', 'REGRESS_METHOD', 'SERVE_TAG',
+    'check_saved_model_dir', 'checkpoint_step', 'fsync_dir', 'fsync_tree', 'is_local_path',
     'newest_version_dir', 'numeric_versions', 'read_manifest', 'read_saved_model',
     'resolve_checkpoint', 'saved_model_file', 'serve_meta_graph', 'serve_signature_defs',
     'version_names', 'write_manifest', 'write_saved_model')

@@ -9,6 +9,8 @@ Exports land in `<model_dir>/export/<name>/<global_step>`, with the same
 layout, manifest, validation, warmup and retention as `export_for_serving`.
 The evaluation metrics are written into each manifest; the best exporter
 reads them back on restart, so "best so far" survives a restarted job.
+`keep` follows ExportOptions.keep: keep=1 keeps a fallback version too unless
+`options` has allow_single_version=True.
 """
 import dataclasses
 import logging

@@ -57,8 +57,13 @@ def define_export_flags(flag_values: flags.FlagValues, export_dir_default: str =
   flags.DEFINE_enum('export_on_collision', 'error', ['error', 'bump'],
                     'When the version exists: fail, or take the next free number.',
                     flag_values=flag_values)
-  flags.DEFINE_integer('exports_to_keep', 5, 'Versions to keep after exporting (0 keeps all).',
-                       lower_bound=0, flag_values=flag_values)
+  flags.DEFINE_integer('exports_to_keep', 5,
+                       'Versions to keep after exporting (0 keeps all; 1 keeps 2, the new one '
+                       'and a fallback while servers load it, unless '
+                       '--export_allow_single_version).', lower_bound=0, flag_values=flag_values)
+  flags.DEFINE_bool('export_allow_single_version', False,
+                    'With --exports_to_keep=1, really keep one version: delete the previous '
+                    'one before any server has loaded the new one.', flag_values=flag_values)
   flags.DEFINE_string('export_keep_best_by', None,
                       'Keep the best versions by this eval metric instead of the newest.',
                       flag_values=flag_values)
@@ -104,7 +109,8 @@ def export_settings_from_flags(flag_values: flags.FlagValues) -> ExportSettings:
       version=version, on_collision=fv.export_on_collision,
       keep=fv.exports_to_keep or None,
       keep_best_by=fv.export_keep_best_by if fv.exports_to_keep else None,
-      higher_is_better=fv.export_higher_is_better, validate=fv.validate_export,
+      higher_is_better=fv.export_higher_is_better,
+      allow_single_version=fv.export_allow_single_version, validate=fv.validate_export,
       warmup=fv.warmup_requests > 0,
       warmup_records_per_signature=max(1, fv.warmup_requests),
       rtol=fv.export_rtol, atol=fv.export_atol, check_servable=fv.export_check_servable)

@@ -1,13 +1,17 @@
 """Tests for estimator_export.export: real exports, reloaded and run."""
 import json
+import logging
 import os
 import time
 
+from absl import flags as absl_flags
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import estimator_export as ee
+from estimator_export import _saved_model
+from estimator_export import flags as export_flags
 from estimator_export import warmup
 from tests import toy
 
@@ -323,3 +327,81 @@ class TestOtherEstimators:
     with ee.Predictor.from_saved_model(result.path) as predictor:
       out = predictor({'image_bytes': [white, black]})
     np.testing.assert_allclose(out['brightness'], [1.0, 0.0], atol=0.02)
+
+
+class TestKeepOne:
+  """keep=1 keeps a fallback version for servers still loading the new one."""
+
+  def test_keep_1_keeps_2_and_warns(self, trained_toy, tmp_path, caplog):
+    _export(trained_toy, tmp_path, version=1, validate=False, warmup=False)
+    _export(trained_toy, tmp_path, version=2, validate=False, warmup=False)
+    with caplog.at_level(logging.WARNING, logger='estimator_export'):
+      result = _export(trained_toy, tmp_path, version=3, keep=1, validate=False, warmup=False)
+    assert _listing(tmp_path) == ['2', '3'] and result.deleted_versions == (1,)
+    assert 'keep=1 would delete the version servers are on' in caplog.text
+    assert 'allow_single_version=True' in caplog.text
+
+  def test_allow_single_version_from_the_flags(self, trained_toy, tmp_path, caplog):
+    fv = absl_flags.FlagValues()
+    export_flags.define_export_flags(fv)
+    fv(['prog', '--exports_to_keep=1', '--export_allow_single_version'])
+    options = export_flags.export_settings_from_flags(fv).options
+    assert (options.keep, options.allow_single_version) == (1, True)
+    _export(trained_toy, tmp_path, version=1, validate=False, warmup=False)
+    with caplog.at_level(logging.WARNING, logger='estimator_export'):
+      result = _export(trained_toy, tmp_path, options=options, version=2, validate=False,
+                       warmup=False)
+    assert _listing(tmp_path) == ['2'] and result.deleted_versions == (1,)
+    assert 'keep=1' not in caplog.text
+
+
+class TestDurability:
+  """fsync on local paths: every file before the publish rename, the base after it."""
+
+  def test_every_file_is_fsynced_before_the_rename_and_the_base_after(
+      self, trained_toy, tmp_path, monkeypatch):
+    base = tmp_path / 'm'
+    synced = []  # (path, whether <base>/<version> existed at that moment)
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+      synced.append((os.readlink(f'/proc/self/fd/{fd}'), os.path.isdir(base / '7')))
+      real_fsync(fd)
+
+    monkeypatch.setattr(os, 'fsync', recording_fsync)
+    result = _export(trained_toy, base, version=7)
+    staged = [p for p, published in synced if not published and '/.staging-' in p]
+    created = [p for p, published in synced if not published and '/.staging-' not in p]
+    after = [p for p, published in synced if published]
+    assert created == [str(tmp_path)]  # The new base's entry in its parent.
+    assert after == [str(base)]  # The new version's entry, once; nothing else after it.
+    published_files = {os.path.relpath(os.path.join(d, f), result.path)
+                       for d, _, files in os.walk(result.path) for f in files}
+    assert len(published_files) >= 5  # saved_model.pb, variables/*, assets.extra/*.
+    staged_root = os.path.commonpath(staged)
+    assert os.path.basename(os.path.dirname(staged_root)).startswith('.staging-export-')
+    staged_rel = {os.path.relpath(p, staged_root) for p in staged}
+    assert published_files <= staged_rel  # Every file, under its staging path.
+    published_dirs = {os.path.relpath(d, result.path) for d, _, _ in os.walk(result.path)}
+    assert published_dirs <= staged_rel  # And every directory ('.': the version itself),
+    order = [os.path.relpath(p, staged_root) for p in staged]
+    assert order.index('.') == len(order) - 1  # the version directory last.
+
+  def test_non_local_paths_are_not_fsynced(self, monkeypatch):
+    calls = []
+    monkeypatch.setattr(os, 'fsync', calls.append)
+    tf.io.gfile.makedirs('ram://durability/v/variables')
+    with tf.io.gfile.GFile('ram://durability/v/variables/x', 'w') as f:
+      f.write('x')
+    assert _saved_model.fsync_tree('ram://durability/v') == 0
+    _saved_model.fsync_dir('ram://durability')
+    assert calls == []
+    assert [_saved_model.is_local_path(p) for p in (
+        '/m', 'rel/m', 'file:///m', 'gs://b/m', 'ram://m', 'hdfs://h/m')] == [
+            True, True, True, False, False, False]
+
+  def test_local_file_url_is_fsynced(self, tmp_path):
+    (tmp_path / 'v' / 'variables').mkdir(parents=True)
+    (tmp_path / 'v' / 'variables' / 'x').write_text('x')
+    (tmp_path / 'v' / 'saved_model.pb').write_text('y')
+    assert _saved_model.fsync_tree(f'file://{tmp_path}/v') == 2
