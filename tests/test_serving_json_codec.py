@@ -107,7 +107,9 @@ class TestParseJsonBody:
     error = error_of(json_codec.parse_json_body, b'[' * 100000 + b']' * 100000)
     assert error.code == INVALID and 'too deeply' in error.message
     deep = b'{"instances": ' + b'[' * 40 + b'1' + b']' * 40 + b'}'
-    assert 'rank above 32' in message(predict, deep)
+    assert message(predict, deep) == (
+        "Tensor of rank 40 is not supported: at most 32 dimensions (numpy's limit). Fix: "
+        'send the tensor with fewer dimensions')
 
 
 class TestSignatureName:
