@@ -315,18 +315,20 @@ def unpack(value: Any) -> Any:
   return value
 
 
-def pack_numeric_arrays(raw: bytes, min_bytes: int = PACK_MIN_BYTES
+def pack_numeric_arrays(raw: bytes, min_bytes: Optional[int] = None
                         ) -> Tuple[bytes, Dict[str, PackedArray]]:
   """Cuts the long numeric arrays out of a JSON text.
 
   Returns:
     (text with a JSON string marker in place of each array, {marker: PackedArray}); the
-    text is `raw` itself when nothing was packed. A marker is a string that no client can
+    text is `raw` itself when nothing was packed. Arrays shorter than `min_bytes`
+    (default PACK_MIN_BYTES) are left to json. A marker is a string that no client can
     send by chance (NUL and a random nonce). A run of number characters inside a string
     becomes a marker there too, which makes the text invalid JSON (a backslash outside a
     string), and a marker in the place of an object key is a dict key: the caller then
     parses `raw` unchanged.
   """
+  min_bytes = PACK_MIN_BYTES if min_bytes is None else min_bytes
   pieces, packs, last = [], {}, 0
   nonce = secrets.token_hex(8)
   for match in _RUN.finditer(raw):
