@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from estimator_export.serving import _json_request
 from estimator_export.serving import _json_response
+from estimator_export.serving import _json_syntax
 from estimator_export.serving import _json_text
 from estimator_export.serving import json_codec
 from estimator_export.serving.json_codec import CodecError
@@ -107,7 +108,9 @@ class TestParseJsonBody:
     error = error_of(json_codec.parse_json_body, b'[' * 100000 + b']' * 100000)
     assert error.code == INVALID and 'too deeply' in error.message
     deep = b'{"instances": ' + b'[' * 40 + b'1' + b']' * 40 + b'}'
-    assert 'rank above 32' in message(predict, deep)
+    assert message(predict, deep) == (
+        "Tensor of rank 40 is not supported: at most 32 dimensions (numpy's limit). Fix: "
+        'send the tensor with fewer dimensions')
 
 
 class TestSignatureName:
@@ -640,3 +643,131 @@ def test_fuzzed_outputs_format_or_raise_codec_errors():
         continue
       parsed = json.loads(text)  # always valid JSON (NaN / Infinity tokens aside)
       assert list(parsed) == ['predictions' if fmt == 'row' else 'outputs']
+
+
+# ----------------------------------------------------------------------------------------
+# Long numeric arrays are packed as text (memory); the results and messages must not change.
+def _outcome(raw, inputs, method=None):
+  """(('ok', name, {alias: (dtype, shape, bytes)}, fmt) or ('error', code, message))."""
+  try:
+    obj = json_codec.parse_json_body(raw)
+    if method:
+      return ('ok',) + json_codec.parse_classify_regress_request(obj, method)
+    name, arrays, fmt = json_codec.parse_predict_request(obj, inputs)
+  except CodecError as e:
+    return ('error', e.code, e.message)
+  return ('ok', name, {k: (v.dtype, v.shape, v.tobytes() if v.dtype != object else v.tolist())
+                       for k, v in arrays.items()}, fmt)
+
+
+def _packed_and_plain(monkeypatch, raw, inputs, method=None):
+  monkeypatch.setattr(_json_syntax, 'PACK_MIN_BYTES', 10**12)
+  plain = _outcome(raw, inputs, method)
+  monkeypatch.setattr(_json_syntax, 'PACK_MIN_BYTES', 1)
+  _, packs = _json_syntax.pack_numeric_arrays(raw)
+  return _outcome(raw, inputs, method), plain, packs
+
+
+_PACK_BODIES = [
+    b'{"instances": [1.0, 2.5, -3, 0, -0, -0.0, 1e3, 2E-2, 16777215, -16777215]}',
+    b'{"instances": [16777216]}', b'{"instances": [16777217]}', b'{"instances": [1e400]}',
+    b'{"instances": [3.5e38]}', b'{"instances": [-0]}', b'{"instances": [1, 2.0, 3e0]}',
+    b'{"instances": [[1, 2], [3, 4]]}', b'{"instances": [[1, 2], [3]]}',
+    b'{"instances": [[[1], [2]], [[3], [4]]]}', b'{"inputs": {"x": [[1.5, 2], [3, 4]]}}',
+    b'{"inputs": [[1, 2] , [ 3 , 4 ]]}', b'{"inputs": [1 2]}', b'{"inputs": [01]}',
+    b'{"inputs": [1.]}', b'{"inputs": [.5]}', b'{"inputs": [+1]}', b'{"inputs": [1e]}',
+    b'{"inputs": [1,,2]}', b'{"inputs": [1,2,]}', b'{"inputs": [-]}', b'{"inputs": [1e5.5]}',
+    b'{"inputs": [1, 2], "instances": [3, 4]}', b'{"signature_name": [1, 2], "inputs": [1]}',
+    b'[1, 2, 3]', b'{"inputs": [[1, 2]]]}', b'{"inputs": "x[1,2]", "y": [1, 2]}',
+    b'{"inputs": {"x": [1, 2], [3, 4]: 5}}', b'{"instances": [{"x": [1, 2]}, {"x": [3, 4]}]}',
+    b'{"instances": [["a", [1, 2]], [3]]}', b'{"inputs": {"x": ["a", [1, 2]]}}',
+    b'{"instances": ' + b'[' * 32 + b'1' + b']' * 32 + b'}',
+    b'{"inputs": ' + b'[' * 33 + b'1, 2' + b']' * 33 + b'}',
+    b'{"instances": [1, 2], "x": ' + b'1' * 400 + b'}',
+]
+
+
+@pytest.mark.parametrize('dtype', [FLOAT, DOUBLE, INT32, INT8, UINT8, INT64, UINT64, BOOL,
+                                   STRING, HALF])
+def test_packed_arrays_decode_exactly_as_json_does(monkeypatch, dtype):
+  packed_any = 0
+  for raw in _PACK_BODIES:
+    packed, plain, packs = _packed_and_plain(monkeypatch, raw, {'x': dtype})
+    assert packed == plain, raw
+    packed_any += bool(packs)
+  assert packed_any > 15
+
+
+def test_packed_arrays_in_examples_and_echoes(monkeypatch):
+  for raw in [b'{"examples": [{"x": [1, 2.5]}, {"x": [3e1]}]}', b'{"examples": [1, 2]}',
+              b'{"context": [1, 2], "examples": [{"x": 1}]}',
+              b'{"examples": [{"x": [[1, 2], [3, 4]]}]}']:
+    packed, plain, packs = _packed_and_plain(monkeypatch, raw, None, 'regress')
+    assert packs and packed == plain, raw
+  big = (b'{"instances": [' + b', '.join(b'%d.25' % i for i in range(40000)) + b'], '
+         b'"inputs": 1}')
+  packed, plain, packs = _packed_and_plain(monkeypatch, big, {'x': FLOAT})
+  assert packs and packed == plain and '3919.25...' in packed[2]  # echo cut at 64 KiB
+
+
+def test_random_numeric_bodies_decode_exactly_as_json_does(monkeypatch):
+  rng = random.Random(11)
+  tokens = ['0', '-0', '1', '-7', '16777215', '16777216', '9007199254740993', '1.5', '-0.0',
+            '2.5e3', '1E-400', '1e400', '3.4028236e38', '0.1', '123456789012345678901234567890',
+            '01', '1.', '.5', '+1', '1e', '--1', '1e+5', '-1.25E-3']
+  for _ in range(300):
+    shape = [rng.randint(1, 3) for _ in range(rng.randint(1, 3))]
+    count = int(np.prod(shape))
+    flat = [rng.choice(tokens[:15] if rng.random() < 0.9 else tokens) for _ in range(count)]
+
+    def nest(values, dims):
+      if len(dims) == 1:
+        return '[' + ', '.join(values) + ']'
+      step = len(values) // dims[0]
+      return '[' + ', '.join(nest(values[i:i + step], dims[1:])
+                             for i in range(0, len(values), step)) + ']'
+
+    key = rng.choice(['instances', 'inputs'])
+    raw = f'{{"{key}": {nest(flat, shape)}}}'.encode()
+    dtype = rng.choice([FLOAT, DOUBLE, INT32, INT64, UINT8, UINT64])
+    packed, plain, _ = _packed_and_plain(monkeypatch, raw, {'x': dtype})
+    assert packed == plain, raw
+
+
+def _count_by_json(value):
+  if isinstance(value, list):
+    return sum(_count_by_json(v) for v in value)
+  if isinstance(value, dict):
+    return sum(_count_by_json(v) for v in value.values())
+  return 1
+
+
+def test_count_values_counts_the_scalars_json_finds():
+  bodies = [b'{}', b'[]', b'1', b'"a"', b'{"a": [1, -2.5e3, true, null, "x,y:z"]}',
+            b'{"k\\"": "\\\\", "n": ["\\\\\\"[1,2]", false, NaN, -Infinity]}',
+            b'{"instances": [{"b64": "aGk="}, {"b64": ""}], "signature_name": ""}',
+            b' [ 1 , [ 2 , 3 ] , { "a" : { "b" : 4 } } ] ']
+  for raw in bodies:
+    expected = _count_by_json(json.loads(raw))
+    assert _json_syntax.count_values(raw) == expected, raw
+  rng = random.Random(5)
+  for _ in range(25):  # across the 4 MiB chunk border (escapes, strings and numbers)
+    pieces = [rng.choice(['1', '"a\\\\"', '"b\\"c"', '"\\\\\\\\"', 'true', '-2.5', '"x:y"'])
+              for _ in range(rng.randint(1, 50))]
+    raw = ('[' + ' ' * rng.randint(0, 40) + ', '.join(pieces) + ']').encode()
+    pad = _json_syntax._COUNT_CHUNK - rng.randint(0, len(raw))
+    raw = b'[' + b' ' * pad + raw + b']'
+    assert _json_syntax.count_values(raw) == _count_by_json(json.loads(raw)), raw[pad:]
+
+
+def test_max_elements_refuses_a_body_before_decoding_it():
+  raw = b'{"signature_name": "", "instances": [' + b', '.join([b'1.5'] * 1000) + b']}'
+  assert json_codec.parse_json_body(raw, max_elements=1001)['instances'] is not None
+  error = error_of(json_codec.parse_json_body, raw, 1000)
+  assert error.code == INVALID and error.message == (
+      'The request has 1001 values (numbers, strings, booleans, nulls), more than the limit '
+      'of 1000 (--rest_api_max_elements). Fix: send fewer rows per request, or raise '
+      '--rest_api_max_elements')
+  examples = b'{"examples": [' + b', '.join([b'{"x": [1.0, "a"]}'] * 6) + b']}'
+  assert 'has 12 values' in message(json_codec.parse_json_body, examples, 11)
+  assert json_codec.parse_json_body(examples, max_elements=12)

@@ -18,6 +18,7 @@ from typing import Any, List, Mapping, Optional, Tuple
 # keeps the REST codec from importing all of TensorFlow.
 from tensorflow.core.example import example_pb2
 
+from estimator_export.serving import _json_syntax
 from estimator_export.serving._json_request import DT_FLOAT
 from estimator_export.serving._json_request import b64_decode
 from estimator_export.serving._json_request import check_float
@@ -28,6 +29,7 @@ from estimator_export.serving._json_request import too_big_error
 from estimator_export.serving._json_text import INTERNAL
 from estimator_export.serving._json_text import CodecError
 from estimator_export.serving._json_text import NumberTooBig
+from estimator_export.serving._json_text import PackedArray
 from estimator_export.serving._json_text import invalid
 from estimator_export.serving._json_text import is_rj_double
 from estimator_export.serving._json_text import json_type
@@ -67,6 +69,8 @@ def _example_bytes(value: Any) -> bytes:
     raise invalid(f'Example must be JSON object but got JSON {json_type(value)}')
   example = example_pb2.Example()
   for name, content in value.items():
+    if isinstance(content, PackedArray):  # a long list of numbers (see _json_syntax)
+      content = content.tolist()
     kind, values = None, []
     for element in content if isinstance(content, list) else [content]:
       element_kind, element_value = _feature_value(element, name)
@@ -114,6 +118,8 @@ def parse_classify_regress_request(obj: Mapping[str, Any],
       raise document_error(obj, "When method is classify, key 'examples' is expected and "
                            'was not found')
     examples = obj['examples']
+    if isinstance(examples, PackedArray):  # numbers, not objects: the first one fails
+      examples = _json_syntax.unpack(examples.head(1))
     if not isinstance(examples, list):
       raise document_error(obj, "Expecting 'examples' value to be an list/array")
     if not examples:

@@ -3,7 +3,8 @@
 parse_json_body (syntax, top-level object), peek_signature_name, and
 parse_predict_request (row 'instances' or columnar 'inputs' -> numpy arrays) follow
 tensorflow_serving/util/json_tensor.cc: the same checks in the same order, with its
-exact messages. A vectorised fast path converts regular tensors; anything it cannot
+exact messages. Long numeric arrays arrive packed as text (_json_syntax) and become
+arrays through numpy; other regular tensors take a vectorised path; anything these cannot
 vouch for takes the exact element-by-element emulation, which owns every message.
 """
 import binascii
@@ -22,6 +23,7 @@ from estimator_export.serving._json_text import INTERNAL
 from estimator_export.serving._json_text import JsonConstant
 from estimator_export.serving._json_text import MAX_TENSOR_RANK
 from estimator_export.serving._json_text import NumberTooBig
+from estimator_export.serving._json_text import PackedArray
 from estimator_export.serving._json_text import ROW
 from estimator_export.serving._json_text import UNIMPLEMENTED
 from estimator_export.serving._json_text import invalid
@@ -36,8 +38,12 @@ _DECODER = json.JSONDecoder(parse_constant=_CONSTANTS.__getitem__)
 
 
 class _JsonDocument(dict):
-  """The parsed top-level object; `raw` keeps the body for late parse-error offsets."""
+  """The parsed top-level object; `raw` keeps the body for late parse-error offsets.
+
+  `packed` says whether some value in it is a PackedArray.
+  """
   raw: bytes = b''
+  packed: bool = False
 
 
 # ----------------------------------------------------------------------------------------
@@ -88,11 +94,37 @@ def too_big_error(obj: Any) -> CodecError:
                       ('Number too big to be stored in double.', 0))
 
 
-def parse_json_body(body: bytes) -> Dict[str, Any]:
+def rank_error(rank: int) -> CodecError:
+  return invalid(f'Tensor of rank {rank} is not supported: at most {MAX_TENSOR_RANK} '
+                 "dimensions (numpy's limit). Fix: send the tensor with fewer dimensions")
+
+
+def _too_many_values(count: int, limit: int) -> CodecError:
+  return invalid(f'The request has {count} values (numbers, strings, booleans, nulls), more '
+                 f'than the limit of {limit} (--rest_api_max_elements). Fix: send fewer rows '
+                 'per request, or raise --rest_api_max_elements')
+
+
+def _decode(data: bytes) -> Tuple[Any, str]:
+  """json's value of `data`, and the text it read (a UnicodeDecodeError-free str)."""
+  try:
+    text = data.decode('utf-8')
+  except UnicodeDecodeError:  # rapidjson copies unvalidated bytes into strings.
+    text = data.decode('utf-8', 'surrogateescape')
+  return _DECODER.decode(text), text
+
+
+def parse_json_body(body: bytes, max_elements: Optional[int] = None) -> Dict[str, Any]:
   """Parses a request body like TF Serving (rapidjson with NaN/Infinity allowed).
+
+  Long arrays of plain numbers are kept packed as text (see _json_syntax), so a body of
+  numbers costs about its own size, not ~50 bytes per number.
 
   Args:
     body: the HTTP body (bytes; str is encoded as UTF-8).
+    max_elements: most scalars (numbers, strings, true/false/null) the body may hold, the
+      tensor elements of predict and the feature values of classify/regress; counted
+      before anything is decoded. None: no cap.
 
   Returns:
     The top-level JSON object as a dict (keeps the raw body for late error offsets).
@@ -100,7 +132,8 @@ def parse_json_body(body: bytes) -> Dict[str, Any]:
   Raises:
     CodecError: INVALID_ARGUMENT 'JSON Parse error: The document is empty',
       'JSON Parse error: <rapidjson message> at offset: <byte offset>',
-      'JSON Value: <value> Is not object', or a nesting-depth refusal.
+      'JSON Value: <value> Is not object', a nesting-depth refusal, or a body with more
+      than `max_elements` values.
   """
   raw = body.encode('utf-8') if isinstance(body, str) else bytes(body)
   if not raw:
@@ -111,20 +144,31 @@ def parse_json_body(body: bytes) -> Dict[str, Any]:
   for byte in b'\xef\xbb\xbf':
     bom += data[bom:bom + 1] == bytes([byte])
   data = b' ' * bom + data[bom:]  # keeps offsets counted from the body's start
-  try:
-    text = data.decode('utf-8')
-  except UnicodeDecodeError:  # rapidjson copies unvalidated bytes into strings.
-    text = data.decode('utf-8', 'surrogateescape')
-  try:
-    obj = _DECODER.decode(text)
-  except RecursionError:
-    raise invalid('JSON Parse error: The document nests arrays/objects too deeply to '
-                   'parse; a tensor may have at most rank '
-                   f'{MAX_TENSOR_RANK}') from None
-  except ValueError as e:  # JSONDecodeError, or an integer with too many digits.
-    position = getattr(e, 'pos', 0)
-    offset = len(text[:position].encode('utf-8', 'estimator_export_json_raw'))
-    raise _parse_error(data, ('Invalid value.', offset)) from None
+  if max_elements is not None:
+    count = _json_syntax.count_values(data)
+    if count > max_elements:
+      raise _too_many_values(count, max_elements)
+  obj = None
+  cut, packs = _json_syntax.pack_numeric_arrays(data)
+  if packs:
+    try:
+      obj, text = _decode(cut)
+      obj = _json_syntax.restore_packed(obj, packs)
+    except (ValueError, RecursionError):  # e.g. a marker inside a string: parse `data`.
+      obj = None
+  if obj is None:
+    packs = {}
+    try:
+      obj, text = _decode(data)
+    except RecursionError:
+      raise invalid('JSON Parse error: The document nests arrays/objects too deeply to '
+                    'parse; a tensor may have at most rank '
+                    f'{MAX_TENSOR_RANK}') from None
+    except ValueError as e:  # JSONDecodeError, or an integer with too many digits.
+      position = getattr(e, 'pos', 0)
+      text = data.decode('utf-8', 'surrogateescape')
+      offset = len(text[:position].encode('utf-8', 'estimator_export_json_raw'))
+      raise _parse_error(data, ('Invalid value.', offset)) from None
   if '\\u' in text and _json_syntax.LONE_HIGH_SURROGATE.search(text):
     error = _json_syntax.syntax_error(data)
     if error:
@@ -133,6 +177,7 @@ def parse_json_body(body: bytes) -> Dict[str, Any]:
     raise invalid(f'JSON Value: {value_text(obj)} Is not object')
   document = _JsonDocument(obj)
   document.raw = data
+  document.packed = bool(packs)
   return document
 
 
@@ -237,17 +282,19 @@ def _leaf_value(v: Any, enum: int) -> Any:
                    f'to type: {_type_name(enum)}')
 
 
-def _dense_shape(v: Any) -> List[int]:
-  """Shape from the first element at each level (GetDenseTensorShape)."""
+def _dense_shape(v: Any, outer: int = 0) -> List[int]:
+  """Shape from the first element at each level (GetDenseTensorShape).
+
+  `outer` dimensions go before it (the batch of 'instances'), for the rank limit.
+  """
   shape = []
   while isinstance(v, list):
     shape.append(len(v))
-    if len(shape) > MAX_TENSOR_RANK:
-      raise invalid(f'JSON value nests lists more than {MAX_TENSOR_RANK} deep; tensors '
-                     f'of rank above {MAX_TENSOR_RANK} are not supported')
     if not v:
       break
     v = v[0]
+  if len(shape) + outer > MAX_TENSOR_RANK:
+    raise rank_error(len(shape) + outer)
   return shape
 
 
@@ -338,8 +385,54 @@ def _fast_array(value: Any, shape: Sequence[int], enum: int) -> Optional[np.ndar
   return result.reshape(shape)
 
 
-def _tensor(value: Any, enum: int) -> np.ndarray:
-  """One JSON tensor value (columnar input): fast path, else the exact emulation."""
+def _packed_array(packed: PackedArray, enum: int) -> Optional[np.ndarray]:
+  """A PackedArray converted by numpy from its text; None sends it to the exact rules.
+
+  Only the cases that cannot fail are taken: finite float/double values whose integers
+  are lossless (|v| < 2**24 / 2**53), and integer inputs written without '.' or exponent
+  within 2**53 and the dtype's range. '-0' (an integer: 0, not -0.0) goes the exact way.
+  """
+  floats = enum in (DT_FLOAT, _DOUBLE)
+  if not floats and enum not in _INT_RANGE:
+    return None
+  flat = packed.text.translate(None, b'[]')
+  if floats and (flat == b'-0' or flat.startswith(b'-0,') or flat.endswith(b',-0')
+                 or b',-0,' in flat):
+    return None
+  if not floats and (b'.' in flat or b'e' in flat or b'E' in flat):
+    return None
+  values = np.fromstring(flat, dtype=np.float64, sep=',')
+  if values.size != packed.size:
+    return None
+  largest = float(np.abs(values).max())  # nan or inf if any is
+  if floats:
+    if not largest < (2.0**24 - 1 if enum == DT_FLOAT else 2.0**53 - 1):
+      return None
+    return values.astype(_NUMPY[enum]).reshape(packed.shape)
+  low, high = _INT_RANGE[enum]
+  if not largest < 2.0**53 or values.min() < low or values.max() > high:
+    return None
+  return values.astype(np.int64).astype(_NUMPY[enum]).reshape(packed.shape)
+
+
+def _unpacked(value: Any, obj: Any) -> Any:
+  """`value` ready for the exact rules (PackedArrays as lists) if the body had any."""
+  if not getattr(obj, 'packed', False) and not isinstance(value, PackedArray):
+    return value
+  try:
+    return _json_syntax.unpack(value)
+  except RecursionError:
+    raise invalid('JSON Parse error: The document nests arrays/objects too deeply to '
+                  f'parse; a tensor may have at most rank {MAX_TENSOR_RANK}') from None
+
+
+def _tensor(value: Any, enum: int, obj: Any = None) -> np.ndarray:
+  """One JSON tensor value (columnar input): fast paths, else the exact emulation."""
+  if isinstance(value, PackedArray):
+    array = _packed_array(value, enum)
+    if array is not None:
+      return array
+  value = _unpacked(value, obj)
   shape = _dense_shape(value)
   array = _fast_array(value, shape, enum)
   if array is None:
@@ -364,6 +457,7 @@ def _rows_exact(instances: List[Any], dtypes: Dict[str, int]) -> Dict[str, np.nd
   def add_item(item, name):
     if name not in dtypes:
       raise invalid(f'JSON object: does not have named input: {name}')
+    _dense_shape(item, 1)
     shape, leaves = _fill_exact(item, dtypes[name])
     if name not in sizes:
       sizes[name], shapes[name], values[name] = len(leaves), shape, []
@@ -413,7 +507,7 @@ def _rows_fast(instances: List[Any], dtypes: Dict[str, int]) -> Optional[Dict]:
     return None
   arrays = {}
   for name, block in blocks.items():
-    shape = [len(block)] + _dense_shape(block[0])
+    shape = [len(block)] + _dense_shape(block[0], 1)
     arrays[name] = _fast_array(block, shape, dtypes[name])
     if arrays[name] is None:
       return None
@@ -449,10 +543,17 @@ def parse_predict_request(
         raise document_error(obj, "Not formatted correctly expecting only one of 'inputs' "
                             "or 'instances' keys to exist ")
       instances = obj['instances']
+      if isinstance(instances, PackedArray):
+        if len(dtypes) == 1:
+          array = _packed_array(instances, next(iter(dtypes.values())))
+          if array is not None:
+            return name, {next(iter(dtypes)): array}, ROW
+        instances = instances.tolist()
       if not isinstance(instances, list):
         raise document_error(obj, "Excepting 'instances' to be an list/array")
       if not instances:
         raise document_error(obj, "No values in 'instances' array")
+      instances = _unpacked(instances, obj)
       arrays = _rows_fast(instances, dtypes) or _rows_exact(instances, dtypes)
       return name, arrays, ROW
     if 'inputs' not in obj:
@@ -463,12 +564,12 @@ def parse_predict_request(
         raise invalid('inputs is a plain value/list, but expecting an object as multiple '
                        'input tensors required as per tensorinfo_map')
       alias = next(iter(dtypes))
-      return name, {alias: _tensor(value, dtypes[alias])}, COLUMNAR
+      return name, {alias: _tensor(value, dtypes[alias], obj)}, COLUMNAR
     arrays = {}
     for alias in sorted(dtypes):
       if alias not in value:
         raise invalid(f"Missing named input: {alias} in 'inputs' object.")
-      arrays[alias] = _tensor(value[alias], dtypes[alias])
+      arrays[alias] = _tensor(value[alias], dtypes[alias], obj)
     return name, arrays, COLUMNAR
   except NumberTooBig:
     raise too_big_error(obj) from None

@@ -5,7 +5,8 @@ float32 / '%.17g' for double, '.0' appended to integral values, NaN/Infinity), l
 as rapidjson's PrettyWriter lays them out. Custom code because the bytes must equal TF
 Serving's: Python's repr and json.dumps pick other digits and another layout. float32
 outputs, the common case, are formatted by a vectorised exact formatter checked against
-the reference `decimal_text`.
+the reference `decimal_text`. Big outputs are written in blocks of rows (`_joined`),
+so no list ever holds one string per element (a 6.7M-element response took ~1 GB so).
 """
 import binascii
 import functools
@@ -280,6 +281,35 @@ def _render(array: np.ndarray, name: str, depth: int, single_line: bool,
   return [t.decode() for t in tokens] if as_bytes else tokens
 
 
+_BLOCK = 1 << 16  # leaves rendered per block
+
+
+def _joined(array: np.ndarray, name: str, depth: int, single_line: bool,
+            split: bool) -> str:
+  """''.join-free equivalent of _render: the text of `array`, or (split) of its rows
+  joined with ', ' (row predictions), rendered in blocks of about _BLOCK leaves.
+  """
+  if array.ndim == 0 or array.size <= _BLOCK:
+    parts = _render(array, name, depth, single_line, split)
+    return ', '.join(parts) if split else parts[0]
+  if split:
+    start, sep, stop, inner = '', ', ', '', depth
+  elif single_line:
+    start, sep, stop, inner = '[', ', ', ']', depth + 1
+  else:
+    indent, outdent = '    ' * (depth + 1), '    ' * depth
+    start, sep, stop, inner = '[\n' + indent, ',\n' + indent, '\n' + outdent + ']', depth + 1
+  row = array.size // array.shape[0]
+  if row > _BLOCK:
+    pieces = [_joined(array[i], name, inner, single_line, False)
+              for i in range(array.shape[0])]
+  else:
+    step = max(1, _BLOCK // max(row, 1))
+    pieces = [sep.join(_render(array[i:i + step], name, inner, single_line, True))
+              for i in range(0, array.shape[0], step)]
+  return start + sep.join(pieces) + stop
+
+
 def format_predict_response(outputs: Mapping[str, Any], fmt: str) -> str:
   """TF Serving's predict response text.
 
@@ -312,7 +342,7 @@ def format_predict_response(outputs: Mapping[str, Any], fmt: str) -> str:
     for alias, array in items:
       if several:
         writer.raw(json_string(alias))
-      writer.raw(_render(array, alias, len(writer.levels), False, False)[0])
+      writer.raw(_joined(array, alias, len(writer.levels), False, False))
     if several:
       writer.end()
     writer.end()
@@ -328,11 +358,14 @@ def format_predict_response(outputs: Mapping[str, Any], fmt: str) -> str:
   writer.raw(json_string('predictions'))
   writer.start(True)
   depth = len(writer.levels) + several
-  rows = {alias: _render(array, alias, depth, True, True) for alias, array in items}
   if not several:
     writer.single_line = True
-    writer.items(rows[items[0][0]])
+    if batch:
+      writer.raw(_joined(items[0][1], items[0][0], depth, True, True))
+      writer.levels[-1][1] += batch - 1
     writer.single_line = False
+  rows = {alias: _render(array, alias, depth, True, True) for alias, array in items
+          } if several else {}
   for index in range(batch if several else 0):
     writer.start(False)
     writer.single_line = True

@@ -45,6 +45,48 @@ class JsonConstant(float):
   """The literals NaN / Infinity / -Infinity (told apart from overflowed numbers)."""
 
 
+class PackedArray:
+  """A non-empty rectangular JSON array of plain numbers, kept as its text (no objects).
+
+  parse_json_body puts one where a long numeric array was (see _json_syntax); tensors are
+  converted from `text` by numpy, everything else sees it through `tolist` or `head`.
+
+  Attributes:
+    text: the array's JSON text without whitespace, e.g. b'[[1,2.5],[3,4]]'.
+    shape: its dimensions, e.g. (2, 2).
+  """
+  __slots__ = ('text', 'shape')
+
+  def __init__(self, text: bytes, shape: Tuple[int, ...]):
+    self.text = text
+    self.shape = tuple(shape)
+
+  @property
+  def size(self) -> int:
+    return int(np.prod(self.shape, dtype=np.int64))
+
+  def tolist(self) -> List[Any]:
+    """The nested lists of Python ints and floats that json would have built."""
+    return json.loads(self.text)
+
+  def head(self, count: int) -> List[Any]:
+    """tolist() of the first `count` numbers only, in nested lists cut after them."""
+    end = -1
+    for _ in range(count):
+      end = self.text.find(b',', end + 1)
+      if end < 0:
+        return self.tolist()
+    values = json.loads(b'[' + self.text[:end].translate(None, b'[]') + b']')
+
+    def nest(flat, shape):
+      if len(shape) == 1:
+        return flat
+      inner = int(np.prod(shape[1:], dtype=np.int64))
+      return [nest(flat[i:i + inner], shape[1:]) for i in range(0, len(flat), inner)]
+
+    return nest(values, self.shape)
+
+
 class Writer:
   """rapidjson::PrettyWriter (4-space indent) as TF Serving drives it."""
 
@@ -167,7 +209,8 @@ def json_type(v: Any) -> str:
     return 'Null'
   if v is True or v is False:
     return 'True' if v else 'False'
-  return {dict: 'Object', list: 'Array', str: 'String'}.get(type(v), 'Number')
+  return {dict: 'Object', list: 'Array', PackedArray: 'Array', str: 'String'}.get(
+      type(v), 'Number')
 
 
 def _scalar_text(v: Any) -> Optional[str]:
@@ -196,6 +239,8 @@ def value_text(value: Any) -> str:
     return decimal_text(to_float32(v) if is_float else v, not is_float)
   writer, stack, item = Writer(), [], value
   while True:
+    if isinstance(item, PackedArray):  # every number writes >= 2 characters
+      item = item.head(MAX_ECHO_CHARS // 2 + 2)
     if isinstance(item, (dict, list)):
       writer.start(isinstance(item, list))
       stack.append(iter(item.items()) if isinstance(item, dict) else iter(item))

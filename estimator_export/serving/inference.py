@@ -285,9 +285,20 @@ class InferenceService:
 
 # ----- helpers -----
 
+_MAX_RANK = 32  # numpy's limit (TensorFlow's TensorShape allows 254)
+
+
 def _to_ndarray(alias: str, proto) -> np.ndarray:
-  """TensorProto -> numpy; an invalid shape (unknown rank, negative dims) is refused."""
+  """TensorProto -> numpy; an invalid shape (unknown rank, negative dims) is refused.
+
+  A rank above numpy's 32 dimensions is refused as INVALID_ARGUMENT naming the limit
+  (TF Serving would take it; numpy cannot hold it).
+  """
   shape = proto.tensor_shape
+  if len(shape.dim) > _MAX_RANK:
+    raise invalid(f'tensor parsing error: {alias}: Tensor of rank {len(shape.dim)} is not '
+                  f"supported: at most {_MAX_RANK} dimensions (numpy's limit). Fix: send the "
+                  'tensor with fewer dimensions')
   if shape.unknown_rank or any(d.size < 0 for d in shape.dim):
     raise invalid(f'tensor parsing error: {alias}')
   try:

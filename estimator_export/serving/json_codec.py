@@ -12,7 +12,8 @@ The front the server imports; the work is split by job into private modules:
 Pure modules (no HTTP, no sessions; only the Example protobuf class from TensorFlow).
 The REST service calls, in this order:
 
-  obj = parse_json_body(body)                      # syntax, top level must be an object
+  obj = parse_json_body(body, max_elements=N)      # syntax, top level must be an object;
+                                                   # more than N scalars: INVALID_ARGUMENT
   # predict
   name = peek_signature_name(obj)                  # '' -> 'serving_default'
   ...the caller resolves the signature (unknown signature is its error)...
@@ -41,7 +42,10 @@ Decisions and known differences from TF Serving (all documented at the point of 
   * Echoed request values in messages are cut after 64 KiB (TF Serving echoes all).
   * A feature name that is not valid UTF-8 is left out of the Example (see _json_example).
   * Python's parser refuses documents nested deeper than ~900 levels; tensors are limited
-    to rank 32 (numpy's limit). Both give INVALID_ARGUMENT, never RecursionError.
+    to rank 32 (numpy's limit: 'Tensor of rank 33 is not supported: at most 32
+    dimensions ...'). Both give INVALID_ARGUMENT, never RecursionError.
+  * Long arrays of plain numbers are decoded from their text by numpy (PackedArray, see
+    _json_syntax), so a body costs about its size, not ~50 bytes per number.
   * Accepted by rapidjson but refused here: the literals `Inf`, `-Inf`, `-NaN`.
   * Numbers too big for a double are reported (as rapidjson's parse error) when a tensor
     or feature uses them, not when they sit in an ignored key. Duplicate keys: last wins.
