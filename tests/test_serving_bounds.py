@@ -174,6 +174,19 @@ def test_oversized_body_is_refused_from_its_content_length(model_dir):
     server.stop(grace=1.0)
 
 
+def test_a_body_over_the_element_cap_is_invalid_argument(model_dir):
+  server = start(model_dir, rest_api_max_elements=1000)
+  try:
+    reply = rest_request(server.rest_port, 'POST', PREDICT, body_for([1.0] * 1001))
+    assert reply.status == 400 and reply.content_type == JSON_TYPE
+    error = reply.json()['error']
+    assert 'more than the limit of 1000 (--rest_api_max_elements)' in error, error
+    ok = rest_request(server.rest_port, 'POST', PREDICT, body_for([2.0] * 999))
+    assert ok.status == 200 and ok.json()['predictions'] == [3.0] * 999
+  finally:
+    server.stop(grace=1.0)
+
+
 def test_a_request_larger_than_the_whole_budget_runs_alone(model_dir):
   server = start(model_dir, max_inflight_request_bytes=100)
   try:

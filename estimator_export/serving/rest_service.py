@@ -29,7 +29,6 @@ details are logged once, under that id.
 import asyncio
 import concurrent.futures
 import dataclasses
-import inspect
 import json
 import re
 import time
@@ -55,12 +54,6 @@ _V1 = re.compile(r'(?i)/v1/.*')
 INT64_MAX = 2**63 - 1
 JSON = 'application/json'
 TIMEOUT_FLAG = '--rest_api_timeout_in_ms'
-
-# The JSON decoder takes max_elements once the lean decoder is merged; until then it is not
-# passed (checked once here rather than on every request).
-_DECODER_TAKES_MAX_ELEMENTS = (
-    'max_elements' in inspect.signature(json_codec.parse_json_body).parameters)
-
 
 @dataclasses.dataclass
 class RestServer:
@@ -271,10 +264,7 @@ class RestHandler:
       self.budget.release(weight)
 
   def _decode_and_run(self, verb: str, spec, body: bytes) -> str:
-    if _DECODER_TAKES_MAX_ELEMENTS:
-      obj = json_codec.parse_json_body(body, max_elements=self.limits.max_elements)
-    else:
-      obj = json_codec.parse_json_body(body)
+    obj = json_codec.parse_json_body(body, max_elements=self.limits.max_elements)
     servable = self.service.servable_for(spec, verb, 'REST')
     if verb == 'predict':
       name = json_codec.peek_signature_name(obj) or 'serving_default'
