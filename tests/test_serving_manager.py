@@ -50,12 +50,18 @@ class TestServable:
 
 class TestVersionDiscovery:
 
-  def test_numeric_children_only(self, tmp_path, half_plus_two):
-    for name in ('1', '0007', 'temp-123', '.staging-x'):
-      shutil.copytree(half_plus_two, tmp_path / name)
+  def test_numeric_children_only(self, tmp_path):
+    for name in ('1', '0007', 'temp-123', '.staging-x', '\u00b2', '\u0663',
+                 str(manager_lib.INT64_MAX), str(manager_lib.INT64_MAX + 1)):
+      (tmp_path / name).mkdir()
     (tmp_path / '9').write_text('a file, not a version')
     assert manager_lib.list_versions(str(tmp_path)) == {
-        1: str(tmp_path / '1'), 7: str(tmp_path / '0007')}
+        1: str(tmp_path / '1'), 7: str(tmp_path / '0007'),
+        manager_lib.INT64_MAX: str(tmp_path / str(manager_lib.INT64_MAX))}
+
+  def test_unlistable_base_path_is_none_and_empty_is_empty(self, tmp_path):
+    assert manager_lib.list_versions(str(tmp_path / 'missing')) is None
+    assert manager_lib.list_versions(str(tmp_path)) == {}
 
   @pytest.mark.parametrize('policy,expected', [
       (Latest(), [3]), (Latest(2), [2, 3]), (All(), [1, 2, 3]), (Specific(frozenset({1, 3})), [1, 3])])
@@ -99,7 +105,7 @@ class TestModelManager:
 
   def test_corrupt_version_ends_with_error_and_old_keeps_serving(self, tmp_path, half_plus_two):
     _publish(half_plus_two, tmp_path, 1)
-    manager = ModelManager([Config('m', str(tmp_path))], poll_seconds=0)
+    manager = ModelManager([Config('m', str(tmp_path))], poll_seconds=0, max_load_retries=0)
     manager.start()
     try:
       bad = tmp_path / '2'
@@ -179,7 +185,8 @@ class TestModelManager:
     def refuse(servable):
       raise ServingError(Code.INVALID_ARGUMENT, f'warmup failed for {servable.version}')
 
-    manager = ModelManager([Config('m', str(tmp_path))], poll_seconds=0, on_load=refuse)
+    manager = ModelManager([Config('m', str(tmp_path))], poll_seconds=0, on_load=refuse,
+                           max_load_retries=0)
     manager.start()
     try:
       (status,) = manager.status('m')
