@@ -1,4 +1,4 @@
-"""Versions of models: discovery by polling, policies, labels, retries, availability-preserving swaps.
+"""Versions of models: discovery, policies, labels, retries, availability-preserving swaps.
 
 The lifecycle follows TF Serving's AspiredVersionsManager with its
 AvailabilityPreservingPolicy:
