@@ -11,8 +11,8 @@ the version that computed them), and checks what an operator sees:
 * a half-written version is retried (--max_num_load_retries,
   --load_retry_interval_micros) and serves once complete; when the retries are
   spent it is END with its error until its directory changes;
-* changing a model's base_path keeps answering and stops the old version's
-  batch threads;
+* changing a model's base_path keeps answering, stops the old version's
+  batch threads and releases its servable and session;
 * END versions whose directory is gone disappear from the status;
 * a reload is all or nothing; a bad --model_config_file keeps the previous
   config, with one ERROR line (and a counter when monitoring is on);
@@ -20,7 +20,9 @@ the version that computed them), and checks what an operator sees:
 
 Every client loop is bounded by a deadline and a request count.
 """
+import collections
 import dataclasses
+import gc
 import http.client
 import logging
 import os
@@ -28,6 +30,7 @@ import shutil
 import threading
 import time
 import uuid
+import weakref
 from typing import Dict, List, Optional, Tuple
 
 import grpc
@@ -48,7 +51,6 @@ CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 POLL_SECONDS = 1
 MAX_SECONDS = 60.0  # No client loop runs longer.
 MAX_REQUESTS = 20000  # Per client.
-IN_FLIGHT = 0.5  # Seconds a request resolved before a swap may still take to answer.
 
 
 # ----- models on disk -----
@@ -142,7 +144,7 @@ def reload(server, configs: List[config_lib.ModelConfig]):
 
 @dataclasses.dataclass
 class Answer:
-  at: float  # time.monotonic()
+  sent: float  # time.monotonic() when the request was sent
   version: int  # 0 for REST (its answers do not name the version)
   error: str = ''
 
@@ -175,22 +177,23 @@ class Clients:
   def _going(self, count: int) -> bool:
     return not self.stop.is_set() and count < MAX_REQUESTS and time.monotonic() < self.deadline
 
-  def _record(self, version: int, error: str = ''):
+  def _record(self, sent: float, version: int, error: str = ''):
     with self.lock:
-      self.answers.append(Answer(time.monotonic(), version, error))
+      self.answers.append(Answer(sent, version, error))
 
   def _grpc(self):
     stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
     count = 0
     while self._going(count):
       count += 1
+      sent = time.monotonic()
       try:
         response = stub.Predict(predict_request(self.model, [1.0]), timeout=TIMEOUT)
       except grpc.RpcError as e:
-        self._record(0, f'gRPC {e.code().name}: {e.details()}')
+        self._record(sent, 0, f'gRPC {e.code().name}: {e.details()}')
         continue
       y = tf.make_ndarray(response.outputs['y']).ravel().tolist()
-      self._record(response.model_spec.version.value, '' if y == [2.5] else f'y={y}')
+      self._record(sent, response.model_spec.version.value, '' if y == [2.5] else f'y={y}')
 
   def _rest(self):
     conn = http.client.HTTPConnection('127.0.0.1', self.server.rest_port, timeout=TIMEOUT)
@@ -198,15 +201,16 @@ class Clients:
     try:
       while self._going(count):
         count += 1
+        sent = time.monotonic()
         try:
           reply = exchange(conn, 'POST', f'/v1/models/{self.model}:predict',
                            {'instances': [1.0]})
         except (OSError, http.client.HTTPException) as e:
           conn.close()
-          self._record(0, f'REST {type(e).__name__}: {e}')
+          self._record(sent, 0, f'REST {type(e).__name__}: {e}')
           continue
         ok = reply.status == 200 and reply.json()['predictions'] == [2.5]
-        self._record(0, '' if ok else f'REST {reply.status}: {reply.body[:200]!r}')
+        self._record(sent, 0, '' if ok else f'REST {reply.status}: {reply.body[:200]!r}')
     finally:
       conn.close()
 
@@ -219,13 +223,14 @@ class Clients:
     wait_for(lambda: self.count() >= start + n, 30, what)
 
   def errors(self, since: float = 0.0) -> List[Answer]:
+    """Failed requests sent at or after `since`."""
     with self.lock:
-      return [a for a in self.answers if a.error and a.at >= since]
+      return [a for a in self.answers if a.error and a.sent >= since]
 
   def versions(self, since: float = 0.0, until: float = float('inf')) -> set:
-    """Versions that answered in [since, until) (gRPC answers name theirs)."""
+    """Versions that answered the requests sent in [since, until) (gRPC names them)."""
     with self.lock:
-      return {a.version for a in self.answers if a.version and since <= a.at < until}
+      return {a.version for a in self.answers if a.version and since <= a.sent < until}
 
 
 # ----- 1. rollbacks -----
@@ -270,17 +275,17 @@ def test_specific_policy_goes_back_to_an_older_version(versions, tmp_path):
       back_at = time.monotonic()
       assert states(server, 'm') == {124: 'END', 123: 'AVAILABLE'}
       assert status(server, 'm')[124] == ('END', 'OK', '')
-      time.sleep(IN_FLIGHT)
       clients.wait_for_more(100, 'traffic on version 123')
+      forward_from = time.monotonic()
       reload(server, [config_lib.ModelConfig('m', base)])  # Latest again: 124 loads again.
       forward_at = time.monotonic()
       assert states(server, 'm') == {124: 'AVAILABLE', 123: 'END'}
-      time.sleep(IN_FLIGHT)
       clients.wait_for_more(100, 'traffic on version 124')
     assert clients.errors() == []
-    # Requests in flight when a reload returns may finish on the old version.
-    assert clients.versions(back_at + IN_FLIGHT, forward_at) == {123}
-    assert clients.versions(forward_at + IN_FLIGHT) == {124}
+    # A reload returns once in force: every request sent after it (and before the next
+    # reload starts) gets the new version.
+    assert clients.versions(back_at, forward_from) == {123}
+    assert clients.versions(forward_at) == {124}
   finally:
     server.stop(grace=1.0)
 
@@ -349,6 +354,11 @@ def batch_threads() -> int:
   return sum(1 for t in threading.enumerate() if t.name.startswith('batch-m-'))
 
 
+def other_threads() -> List[str]:
+  """Names of the live threads outside gRPC server pools (which grow on demand)."""
+  return sorted(t.name for t in threading.enumerate() if not t.name.startswith('grpc-serving'))
+
+
 def test_base_path_change_keeps_serving_and_stops_old_threads(versions, tmp_path):
   bases = {123: str(tmp_path / 'a'), 124: str(tmp_path / 'b')}
   for version, base in bases.items():
@@ -359,25 +369,32 @@ def test_base_path_change_keeps_serving_and_stops_old_threads(versions, tmp_path
   server = start(model_name='m', model_base_path=bases[123], enable_batching=True,
                  batching_parameters_file=str(parameters))
   try:
-    with Clients(server, 'm', grpc_clients=16) as warmup:  # Fills the gRPC thread pool.
+    with Clients(server, 'm', grpc_clients=16) as warmup:
       warmup.wait_for_more(300, 'warm-up traffic')
     assert warmup.errors() == []
-    baseline = threading.active_count()
+    baseline = other_threads()
     assert batch_threads() == 3
-    switched = []
+    first = server.manager.resolve('m')
+    released = [weakref.ref(first), weakref.ref(first.session)]
+    del first
+    switched = []  # (reload started, reload returned, version)
     with Clients(server, 'm', grpc_clients=8) as clients:
       for version in (124, 123, 124):
         clients.wait_for_more(100, 'traffic before the reload')
+        started = time.monotonic()
         reload(server, [config_lib.ModelConfig('m', bases[version])])
-        switched.append((time.monotonic(), version))
+        switched.append((started, time.monotonic(), version))
         assert batch_threads() == 3  # The old version's threads are stopped and joined.
         assert states(server, 'm') == {version: 'AVAILABLE'}
-        time.sleep(IN_FLIGHT)
         clients.wait_for_more(100, f'traffic on version {version}')
     assert clients.errors() == []
-    for (at, version), (until, _) in zip(switched, switched[1:] + [(time.monotonic(), 0)]):
-      assert clients.versions(at + IN_FLIGHT, until) == {version}
-    assert threading.active_count() <= baseline, [t.name for t in threading.enumerate()]
+    ends = [started for started, _, _ in switched[1:]] + [time.monotonic()]
+    for (_, returned, version), until in zip(switched, ends):
+      assert clients.versions(returned, until) == {version}
+    left = collections.Counter(other_threads()) - collections.Counter(baseline)
+    assert not left, f'threads left behind by the reloads: {left}'
+    gc.collect()  # The first servable and its session are gone once no request holds them.
+    assert [ref() for ref in released] == [None, None]
   finally:
     server.stop(grace=1.0)
   assert batch_threads() == 0
