@@ -197,6 +197,7 @@ class ModelServer:
         logger.info('Reloaded model config from %s', path)
 
   def _config_failed(self, path: str, period: int, error: Exception):
+    """Logs (one line, no traceback) and counts a config file that was not applied."""
     if isinstance(error, config_lib.ConfigError):
       detail = str(error)
     elif isinstance(error, ServingError):
