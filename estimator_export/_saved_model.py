@@ -124,12 +124,25 @@ def serve_signature_defs(export_dir: str) -> Dict[str, meta_graph_pb2.SignatureD
 
 # ----- versions -----
 
+INT64_MAX = 2**63 - 1
+
+
+def is_version_name(name: str) -> bool:
+  """Whether TF Serving reads `name` as a version: ASCII digits (leading zeros fine), <= int64."""
+  return name.isascii() and name.isdigit() and int(name) <= INT64_MAX
+
+
 def version_names(base: str) -> List[str]:
-  """Names of the numeric subdirectories of base, as written ('007' stays '007')."""
+  """Names of the numeric subdirectories of base, as written ('007' stays '007').
+
+  Only names TF Serving parses as a version count (see is_version_name): '²' or
+  a number past int64 is not one. Raises tf.errors.OpError when base exists but
+  cannot be listed.
+  """
   if not tf.io.gfile.isdir(base):
     return []
   names = (n.rstrip('/') for n in tf.io.gfile.listdir(base))
-  return [n for n in names if n.isdigit() and tf.io.gfile.isdir(os.path.join(base, n))]
+  return [n for n in names if is_version_name(n) and tf.io.gfile.isdir(os.path.join(base, n))]
 
 
 def numeric_versions(base: str) -> List[int]:

@@ -50,12 +50,18 @@ class TestServable:
 
 class TestVersionDiscovery:
 
-  def test_numeric_children_only(self, tmp_path, half_plus_two):
-    for name in ('1', '0007', 'temp-123', '.staging-x'):
-      shutil.copytree(half_plus_two, tmp_path / name)
+  def test_numeric_children_only(self, tmp_path):
+    for name in ('1', '0007', 'temp-123', '.staging-x', '\u00b2', '\u0663',
+                 str(manager_lib.INT64_MAX), str(manager_lib.INT64_MAX + 1)):
+      (tmp_path / name).mkdir()
     (tmp_path / '9').write_text('a file, not a version')
     assert manager_lib.list_versions(str(tmp_path)) == {
-        1: str(tmp_path / '1'), 7: str(tmp_path / '0007')}
+        1: str(tmp_path / '1'), 7: str(tmp_path / '0007'),
+        manager_lib.INT64_MAX: str(tmp_path / str(manager_lib.INT64_MAX))}
+
+  def test_unlistable_base_path_is_none_and_empty_is_empty(self, tmp_path):
+    assert manager_lib.list_versions(str(tmp_path / 'missing')) is None
+    assert manager_lib.list_versions(str(tmp_path)) == {}
 
   @pytest.mark.parametrize('policy,expected', [
       (Latest(), [3]), (Latest(2), [2, 3]), (All(), [1, 2, 3]), (Specific(frozenset({1, 3})), [1, 3])])
@@ -99,7 +105,7 @@ class TestModelManager:
 
   def test_corrupt_version_ends_with_error_and_old_keeps_serving(self, tmp_path, half_plus_two):
     _publish(half_plus_two, tmp_path, 1)
-    manager = ModelManager([Config('m', str(tmp_path))], poll_seconds=0)
+    manager = ModelManager([Config('m', str(tmp_path))], poll_seconds=0, max_load_retries=0)
     manager.start()
     try:
       bad = tmp_path / '2'
@@ -179,11 +185,126 @@ class TestModelManager:
     def refuse(servable):
       raise ServingError(Code.INVALID_ARGUMENT, f'warmup failed for {servable.version}')
 
-    manager = ModelManager([Config('m', str(tmp_path))], poll_seconds=0, on_load=refuse)
+    manager = ModelManager([Config('m', str(tmp_path))], poll_seconds=0, on_load=refuse,
+                           max_load_retries=0)
     manager.start()
     try:
       (status,) = manager.status('m')
       assert status.state == State.END and status.error_message == 'warmup failed for 1'
       assert status.error_code == Code.INVALID_ARGUMENT
+    finally:
+      manager.stop()
+
+
+class TestLifecycle:
+  """Retries, rollbacks and reload rollback, driven poll by poll (poll_seconds=0)."""
+
+  @staticmethod
+  def _failing(times):
+    calls = []
+
+    def on_load(servable):
+      calls.append(servable.version)
+      if len(calls) <= times:
+        raise ServingError(Code.UNAVAILABLE, f'not yet ({len(calls)})')
+    return on_load, calls
+
+  @staticmethod
+  def _states(manager, name='m'):
+    return {s.version: (s.state, s.error_message) for s in manager.status(name)}
+
+  def test_failed_load_is_retried_on_later_polls(self, tmp_path, half_plus_two):
+    _publish(half_plus_two, tmp_path, 1)
+    on_load, calls = self._failing(2)
+    manager = ModelManager([Config('m', str(tmp_path))], poll_seconds=0, on_load=on_load,
+                           max_load_retries=3, retry_interval_seconds=0)
+    manager.start()
+    try:
+      assert self._states(manager) == {1: (State.LOADING, '')}  # TF Serving shows LOADING.
+      manager.poll()
+      assert self._states(manager) == {1: (State.LOADING, '')}
+      manager.poll()
+      assert self._states(manager) == {1: (State.AVAILABLE, '')}
+      assert calls == [1, 1, 1]
+    finally:
+      manager.stop()
+
+  def test_spent_retries_end_until_the_directory_changes(self, tmp_path, half_plus_two):
+    _publish(half_plus_two, tmp_path, 1)
+    on_load, calls = self._failing(1000)
+    manager = ModelManager([Config('m', str(tmp_path))], poll_seconds=0, on_load=on_load,
+                           max_load_retries=1, retry_interval_seconds=0)
+    manager.start()
+    try:
+      manager.poll()
+      assert self._states(manager) == {1: (State.END, 'not yet (2)')}
+      manager.poll()
+      assert len(calls) == 2  # Unchanged directory: no more attempts.
+      os.utime(tmp_path / '1' / 'saved_model.pb')
+      manager.poll()
+      assert len(calls) == 3 and self._states(manager)[1][0] == State.LOADING
+    finally:
+      manager.stop()
+
+  def test_retry_waits_for_its_interval(self, tmp_path, half_plus_two):
+    _publish(half_plus_two, tmp_path, 1)
+    on_load, calls = self._failing(1)
+    manager = ModelManager([Config('m', str(tmp_path))], poll_seconds=0, on_load=on_load,
+                           max_load_retries=1, retry_interval_seconds=3600)
+    manager.start()
+    try:
+      manager.poll()
+      assert calls == [1] and self._states(manager) == {1: (State.LOADING, '')}
+    finally:
+      manager.stop()
+
+  def test_deleting_the_newest_loads_the_older_again(self, tmp_path, half_plus_two):
+    _publish(half_plus_two, tmp_path, 1)
+    manager = ModelManager([Config('m', str(tmp_path))], poll_seconds=0)
+    manager.start()
+    try:
+      _publish(half_plus_two, tmp_path, 2)
+      manager.poll()
+      assert self._states(manager) == {2: (State.AVAILABLE, ''), 1: (State.END, '')}
+      shutil.rmtree(tmp_path / '2')
+      manager.poll()
+      assert self._states(manager) == {1: (State.AVAILABLE, '')}  # 2 forgotten.
+      assert manager.resolve('m').version == 1
+    finally:
+      manager.stop()
+
+  def test_unreadable_base_path_keeps_serving(self, tmp_path, half_plus_two):
+    base = tmp_path / 'base'
+    base.mkdir()
+    _publish(half_plus_two, base, 1)
+    manager = ModelManager([Config('m', str(base))], poll_seconds=0)
+    manager.start()
+    try:
+      moved = tmp_path / 'moved'
+      os.rename(base, moved)
+      manager.poll()
+      assert manager.resolve('m').version == 1
+      os.rename(moved, base)
+    finally:
+      manager.stop()
+
+  def test_failed_reload_leaves_the_previous_config(self, tmp_path, half_plus_two):
+    _publish(half_plus_two, tmp_path / 'a', 1)
+    _publish(half_plus_two, tmp_path / 'a', 2)
+    manager = ModelManager([Config('a', str(tmp_path / 'a'), version_labels={'stable': 2})],
+                           poll_seconds=0)
+    manager.start()
+    try:
+      before = self._states(manager, 'a')
+      with pytest.raises(ServingError) as info:
+        manager.reload_config([
+            Config('a', str(tmp_path / 'a'), All(), version_labels={'stable': 2, 'x': 9}),
+            Config('b', str(tmp_path / 'a'))])
+      assert info.value.code == Code.FAILED_PRECONDITION
+      assert self._states(manager, 'a') == before == {2: (State.AVAILABLE, '')}
+      assert manager.model_names() == ['a']
+      assert manager.resolve('a', label='stable').version == 2
+      manager.poll()  # The previous policy (Latest) is still the one in force.
+      assert self._states(manager, 'a') == before
     finally:
       manager.stop()

@@ -264,7 +264,7 @@ def test_broken_versions_never_serve(offset_exports, tmp_path):
 
   server = server_lib.create_server(config_lib.ServerOptions(
       port=0, rest_api_port=0, model_name='model', model_base_path=base,
-      file_system_poll_wait_seconds=1))
+      file_system_poll_wait_seconds=1, max_num_load_retries=0))  # No retries: END at once.
   traffic = Traffic(server.rest_port, server.grpc_port, 'model', (1, 5))
   try:
     with concurrent.futures.ThreadPoolExecutor(2) as pool:

@@ -443,7 +443,7 @@ def warmup_server(half_plus_two, tmp_path_factory):
     configs.append(config_lib.ModelConfig(name, os.path.join(root, name)))
   path = os.path.join(root, 'models.config')
   config_lib.write_models_config(configs, path)
-  server = start(model_config_file=path)
+  server = start(model_config_file=path, max_num_load_retries=0)  # Fail at once: END.
   yield WarmupServer(server, files)
   server.stop(grace=1.0)
 

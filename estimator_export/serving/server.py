@@ -9,7 +9,10 @@
 Start-up follows tensorflow_model_server: the initial versions load (with
 warmup and batching) before the ports answer; then the file system is polled
 every --file_system_poll_wait_seconds, and the --model_config_file every
---model_config_file_poll_wait_seconds (0: never).
+--model_config_file_poll_wait_seconds (0: never). A failed load is retried
+--max_num_load_retries times, --load_retry_interval_micros apart (see
+serving.manager for the version lifecycle); a config file that does not apply
+leaves the previous config serving and is logged (see _poll_config).
 """
 import asyncio
 import logging
@@ -29,6 +32,9 @@ from estimator_export.serving.servable import Servable
 from estimator_export.serving.status import Code, ServingError
 
 logger = logging.getLogger('estimator_export.serving')
+
+# Counted when monitoring is on (exported as ..._total); our name, TF Serving has none.
+CONFIG_RELOAD_FAILURES = 'estimator_export_serving_model_config_reload_failures'
 
 
 def warmup_servable(service: InferenceService, servable: Servable, iterations: int = 1) -> int:
@@ -74,6 +80,7 @@ class ModelServer:
     self._grpc_server = None
     self._rest = None
     self._config_thread: Optional[threading.Thread] = None
+    self._config_failures = None  # A Prometheus counter when monitoring is on.
     self._stopped = threading.Event()
 
   # ----- start -----
@@ -84,9 +91,16 @@ class ModelServer:
       from estimator_export.serving import monitoring as monitoring_lib  # pylint: disable=g-import-not-at-top
       self.metrics = monitoring_lib.ServingMetrics()
     ssl = opts.ssl_config()
+    if self.metrics is not None:
+      from prometheus_client import Counter  # pylint: disable=g-import-not-at-top
+      self._config_failures = Counter(
+          CONFIG_RELOAD_FAILURES, 'Re-reads of --model_config_file that were not applied (the '
+          'previous config stays in effect).', registry=self.metrics.registry)
     self.manager = ModelManager(opts.model_configs(), poll_seconds=opts.file_system_poll_wait_seconds,
                                 on_load=self._on_load_hooks(),
-                                session_config=opts.session_config())
+                                session_config=opts.session_config(),
+                                max_load_retries=opts.max_num_load_retries,
+                                retry_interval_seconds=opts.load_retry_interval_micros / 1e6)
     self.service = InferenceService(self.manager, self.metrics,
                                     max_inflight_bytes=opts.max_inflight_request_bytes)
     self.manager.start()
@@ -153,19 +167,49 @@ class ModelServer:
     logger.info('Exporting HTTP/REST API at:%s:%d ...', self.options.host, self.rest_port)
 
   def _poll_config(self):
+    """Re-reads --model_config_file whenever its contents change, and applies it.
+
+    A file that does not parse or does not apply (e.g. a label on a version that
+    is not loaded) leaves the previous config in effect, as in TF Serving; it is
+    reported in one ERROR line naming the file, the error and the fix, and
+    counted in CONFIG_RELOAD_FAILURES when monitoring is on. It is tried again
+    when the file changes.
+    """
     opts = self.options
-    last = _read(opts.model_config_file)
-    while not self._stopped.wait(opts.model_config_file_poll_wait_seconds):
-      text = _read(opts.model_config_file)
-      if text is None or text == last:
+    path, period = opts.model_config_file, opts.model_config_file_poll_wait_seconds
+    last = _read(path)
+    while not self._stopped.wait(period):
+      text = _read(path)
+      if text is None:
+        if last is not None:
+          logger.warning('Cannot read model config file %s; still serving the previous config. '
+                         'Fix: restore the file (it is re-read every %d s).', path, period)
+        last = None
+        continue
+      if text == last:
         continue
       last = text
       try:
-        configs = config_lib.parse_model_config_text(text, source=opts.model_config_file)
+        configs = config_lib.parse_model_config_text(text, source=path)
         self.manager.reload_config(configs)
-        logger.info('Reloaded model config from %s', opts.model_config_file)
       except Exception as e:  # pylint: disable=broad-except
-        logger.error('Failed to reload model config %s: %s', opts.model_config_file, e)
+        self._config_failed(path, period, e)
+      else:
+        logger.info('Reloaded model config from %s', path)
+
+  def _config_failed(self, path: str, period: int, error: Exception):
+    """Logs (one line, no traceback) and counts a config file that was not applied."""
+    if isinstance(error, config_lib.ConfigError):
+      detail = str(error)
+    elif isinstance(error, ServingError):
+      detail = f'{error.code.name}: {error.message}'
+    else:
+      detail = f'{type(error).__name__}: {error}'
+    logger.error('Model config file %s was not applied: %s -- still serving the previous '
+                 'config. Fix the file; it is applied as soon as it changes (checked every '
+                 '%d s).', path, detail, period)
+    if self._config_failures is not None:
+      self._config_failures.inc()
 
   # ----- stop -----
   def stop(self, grace: float = 5.0):
