@@ -420,6 +420,7 @@ def test_requests_nobody_waits_for_never_run_the_model(batching_server):
     assert reply.status == 504 and reply.content_type == JSON_TYPE
     assert '--rest_api_timeout_in_ms' in reply.json()['error']
     assert 0.45 <= took <= 2.0, took
+    wait_for(lambda: budget.waiting == 0, 5.0, 'the timed-out request to leave the queue')
     # REST: the client disconnects while the request waits.
     sock = socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT)
     body = body_for([1.0])
@@ -445,6 +446,21 @@ def test_requests_nobody_waits_for_never_run_the_model(batching_server):
   assert request_count(port, 'OK') == 1
   assert rest_request(port, 'POST', PREDICT, body_for([1.0])).status == 200
   assert batch_runs(port) == runs + 1
+
+
+def test_a_client_leaving_mid_body_is_counted_as_cancelled_not_an_error(batching_server,
+                                                                       caplog):
+  caplog.set_level(logging.INFO)
+  port = batching_server.rest_port
+  sock = socket.create_connection(('127.0.0.1', port), timeout=TIMEOUT)
+  sock.sendall(f'POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n'
+               '{"instances": ['.encode())
+  time.sleep(0.2)  # The server is reading the body now.
+  sock.close()
+  wait_for(lambda: request_count(port, 'CANCELLED') == 1, 5.0,
+           'the request whose client left mid-body to be counted as CANCELLED')
+  assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+  assert rest_request(port, 'POST', PREDICT, body_for([1.0])).status == 200
 
 
 # ----- 8. error bodies and long URLs -----

@@ -157,7 +157,13 @@ class RestHandler:
         raise malformed
       name, version, label, verb = match.groups()
       spec = self._model_spec(name, version, label)
-      body = await self._read_body(request)
+      try:
+        body = await self._read_body(request)
+      except ConnectionError:  # The client left mid-body: nothing to answer, one to count.
+        gone = ServingError(Code.CANCELLED, 'Request cancelled: the client went away before '
+                                            'its body arrived')
+        self.service.observe_failure(spec.name, verb, None, gone, 'REST')
+        raise gone from None
       return 200, await self._run(self._infer, verb, spec, body)
     if method == 'GET':
       match = _GET.fullmatch(path)
