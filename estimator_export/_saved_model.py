@@ -9,9 +9,14 @@ Every other module reads SavedModels through here, so each rule exists once:
     read_manifest(path)                # assets.extra/export_manifest.json, or {}
     resolve_checkpoint(model_dir, ckpt)
     fsync_tree(path); fsync_dir(path)  # durability on local file systems
+    normalize_path(path)               # '/abs' for a local path or file:// URI; URLs kept
+    copy_tree(local_dir, dst)          # file by file, saved_model.pb last (object stores)
+    remove_version_dir(path)           # saved_model.pb first, then the rest
 
 All file access goes through `tf.io.gfile`, except fsync, which only local paths have
-(`is_local_path`). Nothing here imports another module of this package except `errors`.
+(`is_local_path`). Any path may be a URL of a file system TF registers (gs://, s3:// with
+tensorflow-io, hdfs://, ram://); a file:// URI is a local path. Nothing here imports
+another module of this package except `errors`.
 """
 import json
 import os
@@ -53,7 +58,13 @@ def check_saved_model_dir(export_dir: str) -> str:
   A missing path, a file, and a model base directory (numeric versions below it:
   the fix names the newest) each get their own message.
   """
-  if not tf.io.gfile.exists(export_dir):
+  try:
+    exists = tf.io.gfile.exists(export_dir)
+  except tf.errors.OpError as e:  # gs:// without credentials or network, ...
+    raise ContractError(f'cannot read the SavedModel directory ({type(e).__name__}: '
+                        f'{e.message.strip()})', value=export_dir,
+                        fix='check the path, its credentials and network access') from e
+  if not exists:
     raise ContractError('SavedModel directory does not exist', value=export_dir,
                         fix=f'point at an existing version directory, e.g. {EXAMPLE_VERSION_DIR}')
   if not tf.io.gfile.isdir(export_dir):
@@ -197,6 +208,75 @@ def _os_path(path: str) -> str:
   return path[len('file://'):] if path.startswith('file://') else path
 
 
+def local_os_path(path: str) -> str:
+  """A local path (plain or file://) as the OS sees it; file:///a/b -> /a/b."""
+  return _os_path(path)
+
+
+def normalize_path(path: str) -> str:
+  """A local path (plain or file://) made absolute; a URL (gs://b/m/) kept, less trailing '/'.
+
+  A URL is never turned into a local path (os.path.abspath('gs://b/m') would be
+  '<cwd>/gs:/b/m').
+  """
+  path = os.fspath(path)
+  if is_local_path(path):
+    return os.path.abspath(_os_path(path))
+  scheme, rest = path.split('://', 1)
+  return f'{scheme}://{rest.rstrip("/")}' if rest.rstrip('/') else path
+
+
+def _is_saved_model_name(name: str) -> bool:
+  return name in (SAVED_MODEL_PB, SAVED_MODEL_PBTXT)
+
+
+def copy_tree(local_dir: str, dst: str) -> int:
+  """Copies a local directory to `dst` (any file system) file by file; returns the count.
+
+  The SavedModel file (saved_model.pb / .pbtxt at the top) is written last, so
+  a reader that sees it sees every other file complete: on file systems without
+  an atomic directory rename (object stores, ram://) that is what makes a
+  version loadable only once whole. `dst` must not exist yet.
+  """
+  files, last = [], []
+  for directory, _, names in os.walk(local_dir):
+    rel = os.path.relpath(directory, local_dir)
+    for name in sorted(names):
+      pair = (os.path.join(directory, name),
+              dst + '/' + (name if rel == '.' else f'{rel}/{name}'.replace(os.sep, '/')))
+      (last if rel == '.' and _is_saved_model_name(name) else files).append(pair)
+  tf.io.gfile.makedirs(dst)
+  made = {dst}
+  for src, target in files + last:
+    parent = target.rsplit('/', 1)[0]
+    if parent not in made:
+      tf.io.gfile.makedirs(parent)
+      made.add(parent)
+    tf.io.gfile.copy(src, target, overwrite=True)
+  return len(files) + len(last)
+
+
+def remove_version_dir(path: str) -> bool:
+  """Removes a version directory, its SavedModel file first (the mirror of copy_tree).
+
+  Once saved_model.pb is gone no server starts loading the rest, so a crash
+  half way leaves a directory nothing loads. Returns False when the directory
+  was already gone (another exporter removed it).
+  """
+  if not tf.io.gfile.exists(path):
+    return False
+  for name in (SAVED_MODEL_PB, SAVED_MODEL_PBTXT):
+    try:
+      tf.io.gfile.remove(os.path.join(path, name))
+    except tf.errors.NotFoundError:
+      pass
+  try:
+    tf.io.gfile.rmtree(path)
+  except tf.errors.NotFoundError:
+    pass
+  return True
+
+
 def _fsync_path(path: str, directory: bool) -> None:
   flags = os.O_RDONLY | (getattr(os, 'O_DIRECTORY', 0) if directory else 0)
   fd = os.open(path, flags)
@@ -270,7 +350,8 @@ def checkpoint_step(checkpoint_path: str) -> int:
 
 __all__: Sequence[str] = (
     'CLASSIFY_METHOD', 'DEFAULT_SIGNATURE', 'PREDICT_METHOD', 'REGRESS_METHOD', 'SERVE_TAG',
-    'check_saved_model_dir', 'checkpoint_step', 'fsync_dir', 'fsync_tree', 'is_local_path',
-    'newest_version_dir', 'numeric_versions', 'read_manifest', 'read_saved_model',
+    'check_saved_model_dir', 'checkpoint_step', 'copy_tree', 'fsync_dir', 'fsync_tree',
+    'is_local_path', 'local_os_path', 'newest_version_dir', 'normalize_path',
+    'numeric_versions', 'read_manifest', 'read_saved_model', 'remove_version_dir',
     'resolve_checkpoint', 'saved_model_file', 'serve_meta_graph', 'serve_signature_defs',
     'version_names', 'write_manifest', 'write_saved_model')

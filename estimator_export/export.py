@@ -6,8 +6,9 @@
    warm-start checkpoint) and the integer version (explicit, the checkpoint's
    global step, or a timestamp);
 2. removes stale staging directories of exports that died (see below), then
-   exports into a hidden, non-numeric staging directory under the base, so
-   TF Serving (which only loads numeric directories) never sees it;
+   exports into a hidden, non-numeric staging directory: under the base when
+   it is local, so TF Serving (which only loads numeric directories) never
+   sees it; in the local temporary directory otherwise;
 3. checks the signatures against what the model_fn asked for: a Classify or
    Regress output tf.estimator would drop is an error, and Classify/Regress
    signatures that tf.estimator builds on a non-Example single string input
@@ -17,20 +18,45 @@
    compares predict signatures with each other and with `estimator.predict`),
    writes `assets.extra/tf_serving_warmup_requests` and always writes
    `assets.extra/export_manifest.json`;
-5. on a local file system fsyncs every file and directory of the export,
-   renames it to `<base>/<version>` in one step and fsyncs the base, so after
-   a crash or power loss a numeric directory is either absent or complete;
+5. publishes it as `<base>/<version>` (see "File systems" below);
 6. applies retention (newest N or best N by a metric).
+
+File systems. Every path goes through tf.io.gfile, so the base may be local
+(a path or a file:// URI, which is the same) or a URL of any file system TF
+registers: gs://, hdfs://, s3:// (with tensorflow-io), ram://. A URL is never
+made into a local path. What a publish guarantees depends on the base:
+
+* Local: every file and directory of the export is fsynced, renamed to
+  `<base>/<version>` in one step, and the base fsynced, so even after a crash
+  or power loss a numeric directory is either absent or complete, and a
+  reader never sees a partial one. Retention renames a version away (one
+  step) before deleting it.
+* Non-local: no atomic directory rename exists (an object store renames
+  object by object; ram:// leaves the files under the old name), so the
+  export is staged and validated on local disk and then copied file by file
+  straight to `<base>/<version>`, saved_model.pb last. A reader can see the
+  directory before it is whole; it then finds no saved_model.pb and fails to
+  load, which TF Serving (and the embedded server) retries until the file is
+  there (--max_num_load_retries, --load_retry_interval_micros); once
+  saved_model.pb exists every other file is complete, given the store's
+  read-after-write consistency (GCS and S3 have it). Retention deletes
+  saved_model.pb first, then the rest. Durability is the store's own (no
+  fsync exists). A crash mid-copy leaves a numeric directory without
+  saved_model.pb, which nothing loads; retention neither counts nor deletes
+  it, and an export removes it once all its files are 24 h old. Two exporters
+  publishing the *same* version number to one such base at once are not
+  detected (there is no create-if-absent); different numbers are safe.
 
 A collision with an existing version is an error (on_collision='error'), or
 takes the next free integer above the requested one (on_collision='bump').
 
 Staging directories are named `.staging-<what>-<start ms>-<pid>-<random>@<host>`.
 One is stale, and the next export to the base removes it, when its owner is
-gone: on this host, when process <pid> no longer runs (or is a zombie, or
-started after the directory, i.e. the pid was reused); for another host or a
-name without an owner, when it is older than STALE_STAGING_SECONDS (24 h), since
-no process there can be asked. A running exporter's directory is never removed.
+gone: under a local base on this host, when process <pid> no longer runs (or is
+a zombie, or started after the directory, i.e. the pid was reused); for another
+host, a non-local base or a name without an owner, when it is older than
+STALE_STAGING_SECONDS (24 h), since no process there can be asked
+(estimator_export._staging). A running exporter's directory is never removed.
 
 Retention keeps at least two versions, the new one and a fallback that servers
 keep serving while they load it, unless `allow_single_version=True`. It may
@@ -43,11 +69,7 @@ retention deleted first is skipped.
 import dataclasses
 import logging
 import os
-import re
-import shutil
-import socket
 import time
-import uuid
 from typing import Any, Collection, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -58,21 +80,22 @@ from estimator_export import receivers as receivers_lib
 from estimator_export import servability
 from estimator_export import validate as validate_lib
 from estimator_export import warmup as warmup_lib
-from estimator_export._saved_model import (checkpoint_step, fsync_dir, fsync_tree,
-                                           is_local_path, numeric_versions, read_manifest,
-                                           read_saved_model, resolve_checkpoint,
+from estimator_export._saved_model import (checkpoint_step, copy_tree, fsync_dir, fsync_tree,
+                                           is_local_path, normalize_path, numeric_versions,
+                                           read_manifest, read_saved_model, remove_version_dir,
+                                           resolve_checkpoint, saved_model_file,
                                            serve_meta_graph, write_manifest, write_saved_model)
+from estimator_export._staging import (STAGING_PREFIX, STALE_STAGING_SECONDS,  # pylint: disable=unused-import
+                                       STAGING_RE as _STAGING_RE, clean_partial_versions,
+                                       clean_stale_staging, host as _host, local_staging_dir,
+                                       process_state as _process_state, rmtree as _rmtree,
+                                       staging_is_stale, staging_name)
 from estimator_export.errors import (ExportDirError, ExportError,
                                      SignatureError, VersionExistsError, did_you_mean)
 from estimator_export.predictor import Predictor
 
 logger = logging.getLogger('estimator_export')
 
-STAGING_PREFIX = '.staging-'
-STALE_STAGING_SECONDS = 24 * 3600
-_STAGING_RE = re.compile(r'^\.staging-(?P<what>[a-z0-9]+)-(?P<ms>\d+)-(?P<pid>\d+)-[0-9a-f]+'
-                         r'@(?P<host>[^/]+)$')
-_PID_REUSE_SLACK_SECONDS = 2.0  # /proc's boot time has whole seconds.
 _MAX_BUMPS = 100
 
 
@@ -154,7 +177,8 @@ class ExportResult:
   warmup_records: int
   removed_signatures: Sequence[str] = ()
   deleted_versions: Sequence[int] = ()
-  removed_staging: Sequence[str] = ()  # Stale staging directories this export removed.
+  # Stale staging directories (and, non-local, partial versions) this export removed.
+  removed_staging: Sequence[str] = ()
 
 
 def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
@@ -192,13 +216,18 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
                       fix='build it with build_raw/example/text/image/combined_receiver_fn')
   started = time.time()
   base = _prepare_base(export_dir_base)
-  cleaned = clean_stale_staging(base)
+  local = is_local_path(base)
+  cleaned = _guarded(base, 'clean up', lambda: clean_stale_staging(base) +
+                     clean_partial_versions(base))
   ckpt = resolve_checkpoint(estimator.model_dir, checkpoint_path)
   step = checkpoint_step(ckpt)
   version = _requested_version(options.version, step)
   _check_collision(base, version, options.on_collision)
-  staging = os.path.join(base, staging_name('export'))
-  tf.io.gfile.makedirs(staging)
+  if local:
+    staging = os.path.join(base, staging_name('export'))
+    tf.io.gfile.makedirs(staging)
+  else:  # No atomic rename there: stage on local disk, then copy (module docstring).
+    staging = local_staging_dir('export')
   try:
     logger.info('export: writing SavedModel from %s (step %d)', ckpt, step)
     written = estimator.export_saved_model(staging, serving_input_receiver_fn,
@@ -235,15 +264,18 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
       logger.info('export: %s', servability.assert_servable(written))
     manifest_path = _write_manifest(written, estimator, ckpt, step, version, spec, signatures,
                                     removed, label_vocabulary, metrics, options)
-    logger.debug('export: fsynced %d file(s) of %s', fsync_tree(written), written)
-    final, published_before = _publish(written, base, version, options.on_collision)
+    if local:
+      logger.debug('export: fsynced %d file(s) of %s', fsync_tree(written), written)
+      final, published_before = _publish(written, base, version, options.on_collision)
+    else:
+      final, published_before = _publish_by_copy(written, base, version, options.on_collision)
   finally:
     _rmtree(staging)
   version = int(os.path.basename(final))
   logger.info('export: published version %d', version)
-  deleted = apply_retention(base, options.keep, options.keep_best_by, options.higher_is_better,
+  deleted = _guarded(base, 'apply retention to', lambda: apply_retention(base, options.keep, options.keep_best_by, options.higher_is_better,
                             protect=version, published_before=published_before,
-                            allow_single_version=options.allow_single_version)
+                            allow_single_version=options.allow_single_version))
   logger.info('export: version %d ready at %s (%.1fs)', version, final, time.time() - started)
   return ExportResult(path=final, version=version, signatures=signatures,
                       checkpoint_path=ckpt, global_step=step,
@@ -263,17 +295,29 @@ def _requested_version(version, step: int) -> int:
   return int(version)
 
 
+def _guarded(base: str, what: str, fn):
+  """fn(); a file-system error becomes an ExportDirError naming the base and TF's reason."""
+  try:
+    return fn()
+  except tf.errors.OpError as e:
+    raise ExportDirError(f'cannot {what} the export base ({type(e).__name__}: '
+                         f'{e.message.strip()})', value=base,
+                         fix='check the path, its credentials and network access') from e
+
+
 def _prepare_base(export_dir_base: str) -> str:
-  """The base as an absolute path (local) or URL, created (and made durable) if missing."""
-  base = os.fspath(export_dir_base)
-  base = os.path.abspath(base) if '://' not in base else base.rstrip('/')
-  if tf.io.gfile.exists(base) and not tf.io.gfile.isdir(base):
+  """The base as an absolute path (local, file:// included) or URL, created if missing.
+
+  A new local base's directories are made durable (fsync of each parent).
+  """
+  base = normalize_path(export_dir_base)
+  if _guarded(base, 'read', lambda: tf.io.gfile.exists(base) and not tf.io.gfile.isdir(base)):
     raise ExportDirError('export base is a file, not a directory', value=base,
                          fix='give a directory path (TF Serving --model_base_path); move '
                          'or delete the file')
   missing = []
   parent = base
-  while is_local_path(parent) and not tf.io.gfile.exists(parent):
+  while is_local_path(parent) and not os.path.exists(parent):
     missing.append(parent)
     parent = os.path.dirname(parent)
   try:
@@ -288,7 +332,8 @@ def _prepare_base(export_dir_base: str) -> str:
 
 
 def _check_collision(base: str, version: int, on_collision: str):
-  if on_collision == 'error' and tf.io.gfile.exists(os.path.join(base, str(version))):
+  if on_collision == 'error' and _guarded(base, 'read', lambda: tf.io.gfile.exists(
+      os.path.join(base, str(version)))):
     raise VersionExistsError(
         'export version already exists; exports never overwrite', value=version,
         fix=f'choose another version, delete {os.path.join(base, str(version))}, or pass '
@@ -322,6 +367,40 @@ def _publish(written: str, base: str, version: int, on_collision: str
                            fix='clean up the export base')
 
 
+def _publish_by_copy(written: str, base: str, version: int, on_collision: str
+                    ) -> Tuple[str, List[int]]:
+  """Copies the finished export to <base>/<version> of a non-local base, saved_model.pb last.
+
+  Returns:
+    The version's path, and the complete versions (holding saved_model.pb) just
+    before the copy: retention may delete only those.
+  """
+  before = _guarded(base, 'list', lambda: _complete_versions(base))
+  for _ in range(_MAX_BUMPS):
+    target = os.path.join(base, str(version))
+    if not _guarded(base, 'read', lambda: tf.io.gfile.exists(target)):  # pylint: disable=cell-var-from-loop
+      try:
+        count = copy_tree(written, target)
+      except tf.errors.OpError as e:
+        _rmtree(target)  # Best effort: without saved_model.pb it never loads anyway.
+        raise ExportDirError(f'cannot publish the export ({type(e).__name__}: '
+                             f'{e.message.strip()})', value=target,
+                             fix='check the path, its credentials and network access; '
+                             'nothing was published') from e
+      logger.debug('export: copied %d file(s) to %s', count, target)
+      return target, before
+    if on_collision == 'error':
+      _check_collision(base, version, on_collision)
+    version += 1
+  raise VersionExistsError('no free version after bumping', value=version,
+                           fix='clean up the export base')
+
+
+def _complete_versions(base: str) -> List[int]:
+  """Versions holding a SavedModel file (a non-local base may hold a partial copy)."""
+  return [v for v in numeric_versions(base) if saved_model_file(os.path.join(base, str(v)))]
+
+
 def _retained(keep: Optional[int], allow_single_version: bool) -> Optional[int]:
   if keep == 1 and not allow_single_version:
     logger.warning('export: keep=1 would delete the version servers are on before they have '
@@ -344,7 +423,8 @@ def apply_retention(base: str, keep: Optional[int], keep_best_by: Optional[str] 
   that vanishes meanwhile (another exporter's retention) is skipped, not an error.
   """
   keep = _retained(keep, allow_single_version)
-  versions = numeric_versions(base)
+  local = is_local_path(base)
+  versions = numeric_versions(base) if local else _complete_versions(base)
   if keep is None or len(versions) <= keep:
     return []
   if keep_best_by:
@@ -365,6 +445,11 @@ def apply_retention(base: str, keep: Optional[int], keep_best_by: Optional[str] 
     ranked.insert(0, protect)
   doomed = sorted(v for v in ranked[keep:]
                   if published_before is None or v in published_before)
+  if not local:  # No atomic rename: saved_model.pb goes first (module docstring).
+    gone = [v for v in doomed if remove_version_dir(os.path.join(base, str(v)))]
+    for v in gone:
+      logger.info('export: retention deleted version %d', v)
+    return gone
   hidden = {}
   for v in doomed:
     path = os.path.join(base, str(v))
@@ -380,85 +465,6 @@ def apply_retention(base: str, keep: Optional[int], keep_best_by: Optional[str] 
     _rmtree(hide)
     logger.info('export: retention deleted version %d', v)
   return sorted(hidden)
-
-
-# ----- staging directories -----
-
-def _host() -> str:
-  return re.sub(r'[^A-Za-z0-9._-]', '_', socket.gethostname()) or 'unknown-host'
-
-
-def staging_name(what: str) -> str:
-  """A hidden, non-numeric directory name that records its owner (see module docstring)."""
-  return (f'{STAGING_PREFIX}{what}-{int(time.time() * 1000)}-{os.getpid()}-'
-          f'{uuid.uuid4().hex[:8]}@{_host()}')
-
-
-def _process_state(pid: int) -> Optional[Tuple[str, float]]:
-  """(state letter, start time in seconds since the epoch) from Linux /proc, or None."""
-  try:
-    with open(f'/proc/{pid}/stat', encoding='ascii', errors='replace') as f:
-      fields = f.read().rpartition(')')[2].split()  # After the command name.
-    with open('/proc/stat', encoding='ascii') as f:
-      boot = next(int(line.split()[1]) for line in f if line.startswith('btime '))
-    return fields[0], boot + int(fields[19]) / os.sysconf('SC_CLK_TCK')
-  except (OSError, ValueError, IndexError, StopIteration):
-    return None
-
-
-def _owner_running(pid: int, since: float) -> bool:
-  """Whether process `pid` of this host runs and is the one that started at `since`."""
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    pass  # It exists, under another user.
-  state = _process_state(pid)
-  if state is None:
-    return os.path.exists(f'/proc/{pid}') or not os.path.isdir('/proc')
-  letter, started = state
-  return letter not in 'ZX' and started <= since + _PID_REUSE_SLACK_SECONDS
-
-
-def staging_is_stale(base: str, name: str, now: Optional[float] = None) -> bool:
-  """Whether staging directory `name` under `base` belongs to no running exporter."""
-  match = _STAGING_RE.match(name)
-  if match and match['host'] == _host():
-    return not _owner_running(int(match['pid']), int(match['ms']) / 1000)
-  stamps = [int(match['ms']) / 1000] if match else []
-  try:
-    mtime = tf.io.gfile.stat(os.path.join(base, name)).mtime_nsec / 1e9
-    if mtime > 0:
-      stamps.append(mtime)
-  except tf.errors.OpError:
-    pass
-  now = time.time() if now is None else now
-  return bool(stamps) and now - max(stamps) > STALE_STAGING_SECONDS
-
-
-def clean_stale_staging(base: str) -> List[str]:
-  """Removes the stale staging directories under `base`; returns their names."""
-  removed = []
-  for name in sorted(n.rstrip('/') for n in tf.io.gfile.listdir(base)):
-    if name.startswith(STAGING_PREFIX) and staging_is_stale(base, name):
-      _rmtree(os.path.join(base, name))
-      removed.append(name)
-      logger.warning('export: removed stale staging directory %s (its exporter is gone)',
-                     os.path.join(base, name))
-  return removed
-
-
-def _rmtree(path: str) -> None:
-  """Removes a directory tree; parts already removed (by a concurrent exporter) are fine."""
-  if is_local_path(path):
-    shutil.rmtree(path[len('file://'):] if path.startswith('file://') else path,
-                  ignore_errors=True)
-    return
-  try:
-    tf.io.gfile.rmtree(path)
-  except tf.errors.OpError:
-    pass
 
 
 # ----- signatures -----

@@ -87,7 +87,7 @@ class ServingExporter(tf.estimator.Exporter):
     if self._strategy == BEST and not self._improves(export_path, metrics):
       return None
     step = saved_model_lib.checkpoint_step(checkpoint_path)
-    if os.path.isdir(os.path.join(export_path, str(step))):
+    if tf.io.gfile.isdir(os.path.join(export_path, str(step))):
       logger.info('exporter %s: step %d is already exported', self._name, step)
       return None
     result = export_lib.export_for_serving(

@@ -6,7 +6,6 @@ a graph function, a SavedModel or an Estimator and calls `freeze_session`.
 import dataclasses
 import json
 import os
-import shutil
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -14,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from estimator_export import validate as validate_lib
+from estimator_export._saved_model import local_os_path, normalize_path
 from estimator_export.errors import FreezeError
 from estimator_export.freeze import _compress as compress_lib
 from estimator_export.freeze import _graph as graph_lib
@@ -163,7 +163,9 @@ class FrozenGraph:
       The manifest path, manifest_path(output_graph).
     """
     output_graph = os.fspath(output_graph)
-    directory = os.path.dirname(os.path.abspath(output_graph))
+    if output_graph.startswith('file://'):
+      output_graph = local_os_path(output_graph)
+    directory = os.path.dirname(normalize_path(output_graph))  # gs://... stays a URL.
     tf.io.gfile.makedirs(directory)
     size = self.graph_def.ByteSize()
     graph_lib.check_proto_size(size, output_graph)
@@ -173,9 +175,9 @@ class FrozenGraph:
       tf.io.gfile.makedirs(asset_dir)
       for tensor, path in self.assets.items():
         target = os.path.join(asset_dir, os.path.basename(path))
-        if os.path.abspath(path) != os.path.abspath(target):
-          shutil.copyfile(path, target)
-        stored[tensor] = os.path.relpath(target, directory)
+        if normalize_path(path) != normalize_path(target):
+          tf.io.gfile.copy(path, target, overwrite=True)  # Either may be on any file system.
+        stored[tensor] = f'{os.path.basename(asset_dir)}/{os.path.basename(target)}'
     with tf.io.gfile.GFile(output_graph, 'wb') as f:
       f.write(self.graph_def.SerializeToString())
     manifest = self.manifest(os.path.basename(output_graph))

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from estimator_export._op_libraries import register_serving_op_libraries
 from estimator_export._runner import GraphRunner, InputSpec, SignatureRunner
+from estimator_export._saved_model import normalize_path
 from estimator_export.errors import FreezeError
 
 
@@ -130,7 +131,7 @@ class FrozenPredictor:
       manifest = read_frozen_manifest(graph_path)
     elif manifest is False:
       manifest = None
-    return cls(graph_def, manifest, os.path.dirname(os.path.abspath(graph_path)), config)
+    return cls(graph_def, manifest, os.path.dirname(normalize_path(graph_path)), config)
 
   @property
   def graph(self) -> tf.Graph:

@@ -7,9 +7,16 @@ AvailabilityPreservingPolicy:
   (_saved_model.version_names: ASCII digits, leading zeros fine, at most
   int64; other names ignored, which is what makes write-then-rename exports
   safe) and asks the version policy (latest / all / specific) which it wants.
-  A base path that cannot be listed (gone, no permission) changes nothing: its
-  loaded versions keep serving, as TF Serving's source reports an error and
-  aspires nothing new.
+  A base path that cannot be listed (gone, no permission, a gs:// bucket
+  without credentials or network) changes nothing: its loaded versions keep
+  serving, as TF Serving's source reports an error and aspires nothing new;
+  the warning names the path and the file system's error. Base paths may be
+  on any file system tf.io.gfile has (gs://, hdfs://, s3:// with
+  tensorflow-io, ram://; file:// is local): listing, change stamps, loading
+  and warmup all go through it. A numeric directory without saved_model.pb
+  (an object-store publish still copying) is listed like any other, as TF
+  Serving does: its load fails and is retried, and succeeds once the file
+  is there.
 * Loading. A wanted version that is not loaded loads (LOADING -> on_load hook:
   batching, warmup -> AVAILABLE). That includes a version that was unloaded
   normally (END, OK) and is wanted again: deleting the newest version, or a
@@ -117,6 +124,17 @@ def list_versions(base_path: str) -> Optional[Dict[int, str]]:
   except tf.errors.OpError:
     return None
   return {int(name): os.path.join(base_path, name) for name in names}
+
+
+def unlistable_reason(base_path: str) -> str:
+  """Why base_path cannot be listed, in the file system's words (for the warning)."""
+  try:
+    if not tf.io.gfile.exists(base_path):
+      return 'it does not exist'
+    tf.io.gfile.listdir(base_path)
+  except tf.errors.OpError as e:
+    return f'{type(e).__name__}: {e.message.strip()}'
+  return 'it is not a directory'
 
 
 def wanted_versions(policy, available: Sequence[int]) -> List[int]:
@@ -310,9 +328,11 @@ class ModelManager:
     on_disk = list_versions(base)
     if on_disk is None:
       if not model.warned_missing:
-        logger.warning('Could not find base path %s for servable %s (or it cannot be listed); '
-                       'its loaded versions, if any, keep serving. Fix: create the directory '
-                       'or correct base_path in the model config.', base, name)
+        logger.warning('Could not find base path %s for servable %s (or it cannot be listed: '
+                       '%s); its loaded versions, if any, keep serving. Fix: create the '
+                       'directory or correct base_path in the model config (for gs://, s3:// '
+                       'or hdfs://: check credentials and network access).', base, name,
+                       unlistable_reason(base))
         model.warned_missing = True
       with self._lock:
         for status in model.versions.values():
@@ -540,7 +560,8 @@ def _stamp(path: str) -> Tuple:
 
   The directory, its SavedModel file, variables/ and assets.extra/ and the files
   in those two; a change to any of them (a copy completing, a re-publish) makes a
-  failed version worth another try.
+  failed version worth another try. Where a file system has no mtimes (ram://
+  reports 0) the names present and their sizes still change as a copy completes.
   """
   entries = [''] + list(_STAMPED_FILES) + list(_STAMPED_DIRS)
   for sub in _STAMPED_DIRS:
@@ -558,11 +579,11 @@ def _stamp(path: str) -> Tuple:
 
 
 def _stat(path: str) -> Optional[Tuple[int, int]]:
-  """(mtime ns, size), or None if missing. Local paths use os.stat: tf.io.gfile.stat
-  keeps whole seconds there, which would miss a change within the second."""
+  """(mtime ns, size), or None if missing. Local paths (file:// too) use os.stat:
+  tf.io.gfile.stat keeps whole seconds there, which would miss a change within the second."""
   try:
-    if '://' not in path:
-      found = os.stat(path)
+    if saved_model_lib.is_local_path(path):
+      found = os.stat(saved_model_lib.local_os_path(path))
       return found.st_mtime_ns, found.st_size
     found = tf.io.gfile.stat(path)
     return found.mtime_nsec, found.length

@@ -45,7 +45,7 @@ def warmup_servable(service: InferenceService, servable: Servable, iterations: i
   are decoded and replayed by warmup.replay, as the library's replay_warmup.
   """
   path = os.path.join(servable.path, warmup_lib.ASSETS_EXTRA, warmup_lib.WARMUP_FILENAME)
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):  # Any file system the base_path is on (gs://, ram://...).
     return 0
   try:
     logs = warmup_lib.read_warmup_requests(path)
