@@ -210,6 +210,14 @@ def _stop(role: _Role, grace_secs: float) -> None:
       continue
 
 
+def _kill_leftovers(role: _Role) -> None:
+  """Kills what the role's process left behind in its process group (orphaned children)."""
+  try:
+    os.killpg(role.proc.pid, signal.SIGKILL)
+  except (ProcessLookupError, PermissionError):
+    pass  # The group is empty: nothing left.
+
+
 def run_local_cluster(command: Sequence[str], logdir: str, *, workers: int = 1, ps: int = 1,
                       evaluator: bool = True, env: Optional[Mapping[str, str]] = None,
                       cwd: Optional[str] = None, print_fn: PrintFn = print,
@@ -285,6 +293,7 @@ def run_local_cluster(command: Sequence[str], logdir: str, *, workers: int = 1, 
         print_fn(f'cluster: stopped {role.task.name} (pid {role.proc.pid}){why}')
       elif role.result.status == 'running':
         role.finish('ok' if role.proc.returncode == 0 else 'failed')
+      _kill_leftovers(role)
     out.seconds = time.monotonic() - started
   return out
 

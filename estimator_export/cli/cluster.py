@@ -47,14 +47,14 @@ def add_parser(subparsers) -> None:
   parser.add_argument('--restart_policy', default='OnFailure',
                       help='with --tfjob: each replica\'s restartPolicy: Always, OnFailure, '
                       'Never or ExitCode (default: OnFailure)')
-  parser.add_argument('command', nargs=argparse.REMAINDER, metavar='-- COMMAND',
+  parser.add_argument('user_command', nargs=argparse.REMAINDER, metavar='-- COMMAND',
                       help='the training command every role runs')
   parser.set_defaults(run=run)
 
 
 def run(args) -> int:
   from estimator_export import cluster  # pylint: disable=g-import-not-at-top
-  command = list(args.command)
+  command = list(args.user_command)
   if command and command[0] == '--':
     command = command[1:]
   if not command:
