@@ -290,3 +290,164 @@ class TestEvalTimingFlags:
     assert fv.eval_throttle_secs == 2.0
     with pytest.raises(flags.IllegalFlagValueError):
       fv(['prog', '--eval_start_delay_secs=-1'])
+
+
+# ----- a real cluster: 1 chief + 1 worker + 1 ps + 1 evaluator training a tiny BERT -----
+MODEL = 'bert'
+SENTENCES = ['a truly great film', 'The acting was awful.', 'not good at all']
+TRAIN_STEPS = 8  # 64 examples, batch 16, 2 epochs.
+
+
+def _tiny_bert(root):
+  """Demo data, its vocabulary and a 2-layer BERT config; returns run_classifier flags."""
+  from bert_example import data as data_lib  # pylint: disable=g-import-not-at-top
+  from bert_example import demo_data  # pylint: disable=g-import-not-at-top
+  from bert_example import modeling  # pylint: disable=g-import-not-at-top
+  data_dir = os.path.join(root, 'data')
+  demo_data.generate_demo_dataset(data_dir, num_train=64, num_dev=16, num_test=8)
+  vocab = os.path.join(root, 'vocab.txt')
+  size = data_lib.build_vocab(data_lib.get_processor('demo').get_train_examples(data_dir), vocab)
+  config = modeling.BertConfig(vocab_size=size, hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=2, intermediate_size=64,
+                               max_position_embeddings=64)
+  config_file = os.path.join(root, 'bert_config.json')
+  with open(config_file, 'w') as f:
+    f.write(config.to_json_string())
+  return {'task_name': 'demo', 'data_dir': data_dir, 'vocab_file': vocab,
+          'bert_config_file': config_file, 'output_dir': os.path.join(root, 'out'),
+          'max_seq_length': '16', 'train_batch_size': '16', 'num_train_epochs': '2',
+          'save_checkpoints_steps': '4', 'export_dir': os.path.join(root, 'export'),
+          'export_formats': 'raw,example,text', 'eval_start_delay_secs': '0',
+          'eval_throttle_secs': '1'}
+
+
+def _flags(values, *extra):
+  return [f'--{k}={v}' for k, v in values.items()] + list(extra)
+
+
+@pytest.fixture(scope='module')
+def bert_cluster(tmp_path_factory):
+  pytest.importorskip('tensorflow_text', reason='the text signature needs tensorflow-text')
+  root = str(tmp_path_factory.mktemp('bert_cluster'))
+  values = _tiny_bert(root)
+  lines = []
+  command = [sys.executable, '-m', 'bert_example.run_classifier'] + _flags(
+      values, '--do_train', '--do_eval', '--do_export')
+  result = cluster.run_local_cluster(command, os.path.join(root, 'logs'), workers=1, ps=1,
+                                     evaluator=True, env=ENV, cwd=REPO, print_fn=lines.append,
+                                     timeout_secs=240)
+  return values, result, lines
+
+
+def _estimator_probabilities(values, checkpoint):
+  from bert_example import pipeline  # pylint: disable=g-import-not-at-top
+  settings = pipeline.ClassifierSettings(
+      task_name='demo', data_dir=values['data_dir'], vocab_file=values['vocab_file'],
+      bert_config_file=values['bert_config_file'], output_dir=values['output_dir'],
+      max_seq_length=16, train_batch_size=16)
+  model = pipeline.build_model(settings, ['negative', 'positive'], TRAIN_STEPS)
+  estimator = model.make_estimator(values['output_dir'])
+  feats = model.samples(SENTENCES)
+  ids = {k: feats[k] for k in ('input_ids', 'input_mask', 'segment_ids')}
+  input_fn = lambda params=None: tf.data.Dataset.from_tensor_slices(ids).batch(len(SENTENCES))
+  return np.stack([p['probabilities'] for p in estimator.predict(input_fn,
+                                                                 checkpoint_path=checkpoint)])
+
+
+class TestBertOnACluster:
+
+  def test_every_role_but_the_ps_exits_zero(self, bert_cluster):
+    _, result, lines = bert_cluster
+    assert result.ok, '\n'.join(lines) + ''.join(
+        open(r.log_path).read()[-3000:] for r in result.roles if r.status == 'failed')
+    assert {r.task.name: r.returncode for r in result.roles if r.task.type != 'ps'} == {
+        'chief-0': 0, 'worker-0': 0, 'evaluator-0': 0}
+    assert result.role('ps-0').status == 'stopped'
+    chief_log = open(result.role('chief-0').log_path).read()
+    assert f'step {TRAIN_STEPS}/{TRAIN_STEPS}' in chief_log
+    assert 'exports run on the evaluator task' in chief_log
+    evaluator_log = open(result.role('evaluator-0').log_path).read()
+    assert 'accuracy' in evaluator_log and 'export: published version' in evaluator_log
+
+  def test_the_evaluator_exports_every_evaluated_checkpoint(self, bert_cluster):
+    values, result, _ = bert_cluster
+    assert result.ok
+    versions = sorted(int(v) for v in os.listdir(values['export_dir']))
+    assert versions and versions[-1] == TRAIN_STEPS, versions  # The final checkpoint.
+    assert all(v % 4 == 0 for v in versions)  # Checkpoint steps only, published whole.
+    published = open(result.role('evaluator-0').log_path).read().count('export: published')
+    assert published == len(versions)
+    for name in ('chief-0', 'worker-0'):  # Only the evaluator exports.
+      assert 'export: ' not in open(result.role(name).log_path).read()
+    eval_results = open(os.path.join(values['output_dir'], 'eval_results.txt')).read()
+    assert f'global_step = {float(TRAIN_STEPS)}' in eval_results
+
+  def test_each_version_serves_text_like_estimator_predict(self, bert_cluster, tmp_path):
+    from estimator_export.client import GrpcClient  # pylint: disable=g-import-not-at-top
+    from estimator_export.serving.server import create_server  # pylint: disable=g-import-not-at-top
+    from tests.serving_util import model_status, wait_for  # pylint: disable=g-import-not-at-top
+    values, result, _ = bert_cluster
+    assert result.ok
+    versions = sorted(int(v) for v in os.listdir(values['export_dir']))
+    config = tmp_path / 'models.config'
+    config.write_text('model_config_list { config { name: "%s" base_path: "%s" '
+                      'model_platform: "tensorflow" model_version_policy { all {} } } }'
+                      % (MODEL, values['export_dir']))
+    server = create_server(model_config_file=str(config), port=0, rest_api_port=0)
+    try:
+      wait_for(lambda: sorted(v for v, s in model_status(server.rest_port, MODEL).items()
+                              if s['state'] == 'AVAILABLE') == versions, 60,
+               f'versions {versions} available')
+      compared = []
+      with GrpcClient(f'127.0.0.1:{server.grpc_port}') as client:
+        for version in versions:
+          checkpoint = os.path.join(values['output_dir'], f'model.ckpt-{version}')
+          out = client.predict(MODEL, {'text': np.array(SENTENCES, object)},
+                               signature_name='text', version=version)
+          assert out['probabilities'].shape == (len(SENTENCES), 2)
+          if tf.io.gfile.glob(checkpoint + '.index'):  # The chief keeps the newest three.
+            np.testing.assert_allclose(out['probabilities'],
+                                       _estimator_probabilities(values, checkpoint), atol=1e-5)
+            compared.append(version)
+      assert TRAIN_STEPS in compared
+    finally:
+      server.stop(grace=1)
+
+  def test_evaluator_keeps_exports_to_keep(self, bert_cluster, tmp_path, monkeypatch):
+    """The evaluator role alone, on the cluster's checkpoints: retention applies there."""
+    from bert_example import distributed  # pylint: disable=g-import-not-at-top
+    from bert_example import run_classifier  # pylint: disable=g-import-not-at-top
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    values, result, _ = bert_cluster
+    assert result.ok
+    values = dict(values, output_dir=str(tmp_path / 'out'), export_dir=str(tmp_path / 'exp'))
+    shutil.copytree(bert_cluster[0]['output_dir'], values['output_dir'])
+    shutil.copytree(os.path.join(bert_cluster[0]['export_dir'], str(TRAIN_STEPS)),
+                    os.path.join(values['export_dir'], '3'))  # An older version to retire.
+    fv = flags.FlagValues()
+    run_classifier.define_flags(fv)
+    fv(['run_classifier'] + _flags(values, '--do_train', '--do_export', '--exports_to_keep=1',
+                                   '--export_allow_single_version'))
+    config = {'cluster': cluster.local_cluster(workers=0, ps=1),
+              'task': {'type': 'evaluator', 'index': 0}}
+    monkeypatch.setenv('TF_CONFIG', json.dumps(config))
+    metrics = distributed.run(run_classifier.settings_from_flags(fv), config,
+                              print_fn=lambda m: None)
+    assert metrics['global_step'] == TRAIN_STEPS
+    assert os.listdir(values['export_dir']) == [str(TRAIN_STEPS)]
+
+
+class TestClusterSettings:
+
+  def test_what_a_cluster_cannot_do(self):
+    from bert_example import distributed  # pylint: disable=g-import-not-at-top
+    from bert_example import pipeline  # pylint: disable=g-import-not-at-top
+    base = dict(task_name='demo', data_dir='d', vocab_file='v', bert_config_file='c',
+                output_dir='o')
+    config = {'cluster': {'chief': ['127.0.0.1:1']}, 'task': {'type': 'chief', 'index': 0}}
+    with pytest.raises(ValueError, match='--do_train is not set: a cluster trains'):
+      distributed.check_cluster_settings(pipeline.ClassifierSettings(**base, do_eval=True),
+                                         config)
+    with pytest.raises(ValueError, match='--do_predict does not run in a cluster'):
+      distributed.check_cluster_settings(
+          pipeline.ClassifierSettings(**base, do_train=True, do_predict=True), config)
