@@ -11,7 +11,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["estimator_export", "estimator_export.*",
                                                "bert_example"]),
     # TF Text 2.12.1's op definitions, which the servability check reads.
-    package_data={"estimator_export": ["op_defs/*.pbtxt"]},
+    package_data={"estimator_export": ["op_defs/*.pbtxt", "deploy_schemas/*.json"]},
     python_requires=">=3.9,<3.12",
     install_requires=[
         "tensorflow==2.15.*",
@@ -31,7 +31,9 @@ setuptools.setup(
         # MiniLM (its declared dependencies would pull in torch; `make` installs it so).
         "bert": ["tensorflow-text==2.15.*", "safetensors"],
         # `tokenizers` is the reference of the WordPiece parity tests.
-        "dev": ["pytest", "safetensors", "tensorflow-text==2.15.*", "tokenizers"],
+        # kubeflow-training and jsonschema check the TFJob manifests (tests/test_cluster.py).
+        "dev": ["pytest", "safetensors", "tensorflow-text==2.15.*", "tokenizers",
+                "kubeflow-training==1.9.*", "jsonschema"],
     },
     entry_points={"console_scripts": ["estimator-export=estimator_export.cli:main"]},
 )

@@ -48,6 +48,8 @@ class ClassifierSettings:
   export_options: ee.ExportOptions = dataclasses.field(default_factory=ee.ExportOptions)
   progress_every: int = 20
   seed: Optional[int] = 0
+  eval_start_delay_secs: float = 5.0  # Distributed jobs only (bert_example.distributed).
+  eval_throttle_secs: float = 30.0
 
 
 @dataclasses.dataclass

@@ -13,6 +13,18 @@ The flags are google-research/bert's, plus the library's export flags
 (--do_export, --export_dir, --export_formats=raw,example,text, --export_version,
 --exports_to_keep, ...). Flags are defined by `define_flags()`, called from
 `__main__` only, so importing this module defines nothing.
+
+With a cluster in TF_CONFIG, every role (chief, workers, parameter servers,
+evaluator) runs this same command and `tf.estimator.train_and_evaluate` does
+the role's part; the evaluator evaluates each new checkpoint (see
+--eval_throttle_secs) and with --do_export exports it to --export_dir,
+keeping --exports_to_keep versions (the best by --export_keep_best_by if set).
+`estimator-export cluster` starts such a cluster on one machine:
+
+    estimator-export cluster --workers 1 --ps 1 --evaluator --logdir /tmp/logs -- \
+      python -m bert_example.run_classifier --do_train --do_eval --do_export ...
+
+Without TF_CONFIG it trains, evaluates, predicts and exports in one process.
 """
 import sys
 
@@ -20,7 +32,9 @@ from absl import app
 from absl import flags
 
 import estimator_export as ee
+from bert_example import distributed
 from bert_example import pipeline
+from estimator_export import cluster
 from estimator_export import flags as export_flags
 from estimator_export.hooks import show_export_progress
 
@@ -59,6 +73,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                     flag_values=fv)
   flags.DEFINE_string('output_dir', None, 'Checkpoints and results.', flag_values=fv)
   export_flags.define_export_flags(fv)
+  export_flags.define_eval_timing_flags(fv)
   fv.set_default('export_formats', ['raw', 'example', 'text'])
   for name in ('task_name', 'data_dir', 'vocab_file', 'bert_config_file', 'output_dir'):
     flags.mark_flag_as_required(name, flag_values=fv)
@@ -67,6 +82,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def settings_from_flags(fv: flags.FlagValues) -> pipeline.ClassifierSettings:
   """Plain settings from parsed flags (the only place flags are read)."""
   export = export_flags.export_settings_from_flags(fv)
+  timing = export_flags.eval_timing_from_flags(fv)
   return pipeline.ClassifierSettings(
       task_name=fv.task_name, data_dir=fv.data_dir, vocab_file=fv.vocab_file,
       bert_config_file=fv.bert_config_file, output_dir=fv.output_dir,
@@ -78,14 +94,20 @@ def settings_from_flags(fv: flags.FlagValues) -> pipeline.ClassifierSettings:
       save_checkpoints_steps=fv.save_checkpoints_steps, do_train=fv.do_train,
       do_eval=fv.do_eval, do_predict=fv.do_predict, do_export=export.do_export,
       export_dir=export.export_dir, export_formats=export.formats,
-      export_options=export.options)
+      export_options=export.options, eval_start_delay_secs=timing.start_delay_secs,
+      eval_throttle_secs=timing.throttle_secs)
 
 
 def main(argv):
   del argv
   show_export_progress()
+  print_fn = lambda m: print(m, flush=True)
   try:
-    pipeline.run(settings_from_flags(FLAGS), print_fn=lambda m: print(m, flush=True))
+    tf_config = cluster.read_tf_config()
+    if tf_config is None:
+      pipeline.run(settings_from_flags(FLAGS), print_fn=print_fn)
+    else:
+      distributed.run(settings_from_flags(FLAGS), tf_config, print_fn=print_fn)
   except (ValueError, ee.ExportError) as e:  # Bad settings or data: say what to do.
     print(f'run_classifier: error: {e}', file=sys.stderr)
     return 2

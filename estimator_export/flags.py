@@ -116,3 +116,36 @@ def export_settings_from_flags(flag_values: flags.FlagValues) -> ExportSettings:
       rtol=fv.export_rtol, atol=fv.export_atol, check_servable=fv.export_check_servable)
   return ExportSettings(do_export=fv.do_export, export_dir=fv.export_dir, formats=formats,
                         options=options)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalTiming:
+  """When the evaluator of `tf.estimator.train_and_evaluate` evaluates (EvalSpec's values)."""
+  start_delay_secs: float
+  throttle_secs: float
+
+
+def define_eval_timing_flags(flag_values: flags.FlagValues, start_delay_secs: float = 5.0,
+                             throttle_secs: float = 30.0) -> None:
+  """Defines --eval_start_delay_secs and --eval_throttle_secs (EvalSpec's two delays).
+
+  tf.estimator's own defaults, 120 s and 600 s, suit jobs of hours; with them a
+  job of a few minutes waits up to ten minutes for its final evaluation and
+  export. These defaults follow a checkpoint within half a minute.
+  """
+  flags.DEFINE_float('eval_start_delay_secs', start_delay_secs,
+                     'Distributed (TF_CONFIG) jobs: seconds the evaluator waits before its '
+                     'first evaluation (tf.estimator.EvalSpec.start_delay_secs; TF\'s default '
+                     'is 120).', lower_bound=0, flag_values=flag_values)
+  flags.DEFINE_float('eval_throttle_secs', throttle_secs,
+                     'Distributed (TF_CONFIG) jobs: the evaluator evaluates (and exports) the '
+                     'newest checkpoint at most once per this many seconds, and always the '
+                     'final one (tf.estimator.EvalSpec.throttle_secs; TF\'s default of 600 '
+                     'makes a short job wait up to ten minutes for its last export).',
+                     lower_bound=0, flag_values=flag_values)
+
+
+def eval_timing_from_flags(flag_values: flags.FlagValues) -> EvalTiming:
+  """The parsed --eval_start_delay_secs and --eval_throttle_secs."""
+  return EvalTiming(start_delay_secs=flag_values.eval_start_delay_secs,
+                    throttle_secs=flag_values.eval_throttle_secs)

@@ -7,6 +7,7 @@
     estimator-export freeze --input_saved_model_dir=DIR --output_graph=frozen.pb
     estimator-export serve --model_name=m --model_base_path=/models/m --rest_api_port=8501
     estimator-export query --model_name m --inputs '{"x": [[1.0, 2.0, 3.0]]}'
+    estimator-export cluster --workers 1 --ps 1 --evaluator --logdir LOGS -- python -m TRAINER
 
 Each subcommand is a module here with `add_parser(subparsers)`, which registers it
 and sets `run(args) -> exit code`. Nothing is imported from TensorFlow until a
@@ -24,7 +25,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before any TensorFlow impo
 
 from estimator_export.cli import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-SUBCOMMANDS = ('show', 'diff', 'validate', 'servable', 'freeze', 'serve', 'query')
+SUBCOMMANDS = ('show', 'diff', 'validate', 'servable', 'freeze', 'serve', 'query',
+               'cluster')
 
 _EXAMPLES = """\
 examples:
