@@ -210,12 +210,37 @@ def _stop(role: _Role, grace_secs: float) -> None:
       continue
 
 
-def _kill_leftovers(role: _Role) -> None:
-  """Kills what the role's process left behind in its process group (orphaned children)."""
+def _kill_leftovers(role: _Role, wait_secs: float = 10.0) -> None:
+  """Kills what the role's process left behind in its process group (orphaned children).
+
+  SIGKILL is delivered asynchronously, so this waits (up to `wait_secs`) until
+  no member of the group still runs: a caller that returns has no role
+  process left, only zombies its init has yet to reap.
+  """
   try:
     os.killpg(role.proc.pid, signal.SIGKILL)
   except (ProcessLookupError, PermissionError):
-    pass  # The group is empty: nothing left.
+    return  # The group is empty: nothing left.
+  deadline = time.monotonic() + wait_secs
+  while _running_in_group(role.proc.pid) and time.monotonic() < deadline:
+    time.sleep(0.01)
+
+
+def _running_in_group(pgid: int) -> bool:
+  """Whether a process of group `pgid` still runs (Linux /proc; elsewhere: assume not)."""
+  try:
+    pids = [name for name in os.listdir('/proc') if name.isdigit()]
+  except OSError:
+    return False
+  for pid in pids:
+    try:
+      with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    except OSError:
+      continue  # Gone meanwhile.
+    if int(fields[2]) == pgid and fields[0] != 'Z':  # Fields after the name: state, ppid, pgrp.
+      return True
+  return False
 
 
 def run_local_cluster(command: Sequence[str], logdir: str, *, workers: int = 1, ps: int = 1,
