@@ -55,22 +55,25 @@ for port in "$GRPC_PORT" "$REST_PORT"; do
     die "GRPC_PORT/REST_PORT must be a port number: got '$port'. Fix: e.g. GRPC_PORT=9500"
   fi
 done
-[ "$GRPC_PORT" != "$REST_PORT" ] || die "GRPC_PORT and REST_PORT are both $GRPC_PORT. Fix: two ports"
+[ "$GRPC_PORT" != "$REST_PORT" ] ||
+  die "GRPC_PORT and REST_PORT are both $GRPC_PORT. Fix: give two different ports"
 if [ -n "$export_dir$model_name$inputs" ]; then
   if [ -z "$export_dir" ] || [ -z "$model_name" ]; then
     die '--export and --model_name go together. Fix: --export DIR --model_name NAME'
   fi
-  [ -d "$export_dir" ] || die "--export: no directory '$export_dir'. Fix: give the export's base directory"
+  [ -d "$export_dir" ] ||
+    die "--export: no directory '$export_dir'. Fix: give the export's base directory"
   [[ $model_name =~ ^[A-Za-z0-9_.-]+$ ]] ||
     die "--model_name may hold letters, digits, _ . - only: got '$model_name'"
   export_dir=$(cd "$export_dir" && pwd -P)
   versions=$(find "$export_dir" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' | wc -l)
-  [ "$versions" -gt 0 ] || die "--export: '$export_dir' has no numeric version directory. Fix: give \
-the base directory (the one holding 1/, 2/ ...), not a version"
+  [ "$versions" -gt 0 ] || die "--export: '$export_dir' has no numeric version directory. \
+Fix: give the base directory (the one holding 1/, 2/ ...), not a version"
   [ ${#pytest_args[@]} -eq 0 ] || die 'pytest arguments apply to the wire tests, not to --export'
 fi
 
-command -v docker >/dev/null || die 'docker not found. Fix: install Docker (docs.docker.com/get-docker)'
+command -v docker >/dev/null ||
+  die 'docker not found. Fix: install Docker (docs.docker.com/get-docker)'
 command -v curl >/dev/null || die 'curl not found. Fix: install curl'
 docker info >/dev/null 2>&1 || die 'cannot reach the Docker daemon. Fix: start Docker, or add \
 yourself to the docker group'
@@ -97,7 +100,8 @@ trap 'exit 130' INT TERM
 # docker run -d, ports on 127.0.0.1 only; "$@": the mount and the server's arguments.
 start_container() {
   cid=$(docker run -d -p "127.0.0.1:$GRPC_PORT:8500" -p "127.0.0.1:$REST_PORT:8501" "$@")
-  say "started $IMAGE as container ${cid:0:12} (gRPC 127.0.0.1:$GRPC_PORT, REST 127.0.0.1:$REST_PORT)"
+  say "started $IMAGE as container ${cid:0:12}" \
+    "(gRPC 127.0.0.1:$GRPC_PORT, REST 127.0.0.1:$REST_PORT)"
 }
 
 # Polls GET /v1/models/NAME/metadata until it answers 200, for each (URL-encoded) name.

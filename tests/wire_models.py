@@ -98,8 +98,10 @@ def _copy_tree(source: str, target: str) -> None:
 
 def write_config(out_dir: str, base_path: Optional[str] = None) -> str:
   """Writes out_dir/models.config (base paths under base_path, default out_dir)."""
-  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
-  from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from google.protobuf import text_format
+  from tensorflow_serving.config import model_server_config_pb2
+  # pylint: enable=g-import-not-at-top
   base_path = (base_path or os.path.abspath(out_dir)).rstrip('/')
   config = model_server_config_pb2.ModelServerConfig()
   for name, directory, policy, labels in MODELS:
