@@ -3,7 +3,9 @@
 Every test runs against the embedded server (serving.grpc_service over a real
 ModelManager on a real port) and, when `tensorflow_model_server` is on PATH,
 against the real binary with the same models, so the expectations here are
-TF Serving's (contract sections 6 and 9).
+TF Serving's (contract sections 6 and 9). With ESTIMATOR_EXPORT_TEST_GRPC=HOST:PORT
+they run against that server only (see tests/wire_models.py), and tests that need
+a server of their own skip.
 """
 import json
 import os
@@ -12,7 +14,7 @@ import socket
 import subprocess
 import time
 from concurrent import futures
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 import grpc
 import numpy as np
@@ -35,11 +37,14 @@ from tensorflow_serving.config import model_server_config_pb2
 from estimator_export.serving import grpc_service
 from estimator_export.serving.inference import InferenceService
 from estimator_export.serving.manager import ModelManager
+from tests import wire_models
 
 Code = grpc.StatusCode
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 BINARY = 'tensorflow_model_server'
 SERVER_KINDS = ('embedded', BINARY)
+EXTERNAL = wire_models.external_grpc()  # ESTIMATOR_EXPORT_TEST_GRPC, or None.
+OWN_SERVER = wire_models.needs_own_server(wire_models.ENV_GRPC) if EXTERNAL else ''
 CHANNEL_OPTIONS = [('grpc.max_send_message_length', 2**31 - 1),
                    ('grpc.max_receive_message_length', 2**31 - 1)]
 
@@ -154,7 +159,41 @@ class BinaryServer:
     self._log.close()
 
 
+class ExternalServer:
+  """A server someone else runs (ESTIMATOR_EXPORT_TEST_GRPC): never stopped here."""
+  kind = 'external'
+
+  def __init__(self, target: str, names):
+    self.target = target
+    _wait_until_available(target, names)
+
+  def stop(self):
+    pass
+
+
+def _wait_until_available(target: str, names, timeout: float = 30.0):
+  deadline = time.monotonic() + timeout
+  with grpc.insecure_channel(target) as channel:
+    stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    for name in names:
+      request = get_model_status_pb2.GetModelStatusRequest()
+      request.model_spec.name = name
+      while True:
+        try:
+          states = [s.state for s in stub.GetModelStatus(request, timeout=2).model_version_status]
+        except grpc.RpcError:
+          states = []
+        if states and all(s == AVAILABLE for s in states):
+          break
+        if time.monotonic() > deadline:
+          raise TimeoutError(f'{wire_models.ENV_GRPC}={target}: model {name!r} not AVAILABLE '
+                             f'after {timeout} s. Fix: serve the models of tests/wire_models.py')
+        time.sleep(0.2)
+
+
 def start_server(kind: str, entries, workdir):
+  if kind == 'external':
+    return ExternalServer(EXTERNAL, [e.name for e in entries])
   if kind == BINARY:
     if shutil.which(BINARY) is None:
       pytest.skip(f'{BINARY} not on PATH')
@@ -174,7 +213,7 @@ class Stubs:
     self.channel.close()
 
 
-@pytest.fixture(scope='module', params=SERVER_KINDS)
+@pytest.fixture(scope='module', params=('external',) if EXTERNAL else SERVER_KINDS)
 def server(request, tf_serving_testdata, tmp_path_factory):
   srv = start_server(request.param, standard_entries(tf_serving_testdata),
                      tmp_path_factory.mktemp('server'))
@@ -576,8 +615,10 @@ class TestErrors:
 
 # ----- HandleReloadConfigRequest (a server of its own per test) -----
 
-@pytest.fixture(params=SERVER_KINDS)
+@pytest.fixture(params=('external',) if EXTERNAL else SERVER_KINDS)
 def reload_server(request, tf_serving_testdata, tmp_path):
+  if EXTERNAL:
+    pytest.skip(OWN_SERVER)
   entries = [model_entry('half_plus_two',
                          os.path.join(tf_serving_testdata, 'saved_model_half_plus_two_cpu'))]
   srv = start_server(request.param, entries, tmp_path)
@@ -660,6 +701,7 @@ class _BrokenPredict(InferenceService):
     raise RuntimeError('boom')
 
 
+@pytest.mark.skipif(bool(EXTERNAL), reason=OWN_SERVER)
 def test_unexpected_exception_is_internal(tf_serving_testdata, caplog):
   srv = EmbeddedServer(standard_entries(tf_serving_testdata)[:1], service_class=_BrokenPredict)
   stubs = Stubs(srv.target)
@@ -679,6 +721,7 @@ def test_unexpected_exception_is_internal(tf_serving_testdata, caplog):
     srv.stop()
 
 
+@pytest.mark.skipif(bool(EXTERNAL), reason=OWN_SERVER)
 def test_port_in_use_fails_clearly(tf_serving_testdata):
   srv = EmbeddedServer(standard_entries(tf_serving_testdata)[:1])
   try:
@@ -690,16 +733,30 @@ def test_port_in_use_fails_clearly(tf_serving_testdata):
 
 # ----- a model exported by this project -----
 
+class _ServedToy(NamedTuple):
+  """What the exported-model tests read of an ExportResult, for an external server's toy."""
+  path: str
+  version: int
+  signatures: dict
+
+
 @pytest.fixture(scope='module')
-def toy_export(trained_toy, tmp_path_factory):
+def toy_export(request, tmp_path_factory):
   from tests import toy  # pylint: disable=g-import-not-at-top
-  model, estimator = trained_toy
+  if EXTERNAL:
+    path, why = wire_models.external_toy_path()
+    if path is None:
+      pytest.skip(why)
+    with open(os.path.join(path, 'assets.extra', 'export_manifest.json')) as f:
+      signatures = json.load(f)['signatures']
+    return os.path.dirname(path), _ServedToy(path, int(os.path.basename(path)), signatures)
+  model, estimator = request.getfixturevalue('trained_toy')
   base = tmp_path_factory.mktemp('toy_serving') / 'toy'
   result = model.export_for_serving(estimator, str(base), samples=toy.SAMPLES)
   return str(base), result
 
 
-@pytest.fixture(scope='module', params=SERVER_KINDS)
+@pytest.fixture(scope='module', params=('external',) if EXTERNAL else SERVER_KINDS)
 def toy_server(request, toy_export, tmp_path_factory):
   srv = start_server(request.param, [model_entry('toy', toy_export[0])],
                      tmp_path_factory.mktemp('toy_server'))

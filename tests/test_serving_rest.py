@@ -17,7 +17,9 @@ serves, from a models.config written with `write_models_config`:
 Requests are plain HTTP/1.1 (http.client). Expected messages are TF
 Serving's (spec/tf_serving_contract.md sections 1-5 and 9), matched as
 substrings. When `tensorflow_model_server` is on PATH, every conformance case
-also runs against it with the same models.config.
+also runs against it with the same models.config. With
+ESTIMATOR_EXPORT_TEST_REST=http://HOST:PORT they run against that server only
+(see tests/wire_models.py), and tests needing their own server skip.
 """
 import base64
 import concurrent.futures
@@ -42,10 +44,12 @@ import tensorflow as tf
 from estimator_export.serving import config as config_lib
 from estimator_export.serving import server as server_lib
 from tests import toy
+from tests import wire_models
 from tests.serving_util import JSON_TYPE, TIMEOUT, Reply, exchange, save_tf1_model
 
 BINARY = 'tensorflow_model_server'
 SERVER_KINDS = ('embedded', BINARY)
+EXTERNAL = wire_models.external_rest()  # (host, port) of ESTIMATOR_EXPORT_TEST_REST, or None.
 NOT_ON_PATH = 'tensorflow_model_server not on PATH'
 CORS_HEADERS = {
     'Access-Control-Allow-Origin': '*',
@@ -75,12 +79,13 @@ TWO_VERSIONS = 'saved_model_half_plus_two_2_versions'
 
 @dataclasses.dataclass
 class Endpoint:
-  """A REST server under test: which kind, and its port on 127.0.0.1."""
+  """A REST server under test: which kind, and its port (on 127.0.0.1 unless external)."""
   kind: str
   port: int
+  host: str = '127.0.0.1'
 
   def connect(self) -> http.client.HTTPConnection:
-    return http.client.HTTPConnection('127.0.0.1', self.port, timeout=TIMEOUT)
+    return http.client.HTTPConnection(self.host, self.port, timeout=TIMEOUT)
 
   def request(self, method: str, path: str, body=None, headers=None) -> Reply:
     conn = self.connect()
@@ -185,16 +190,20 @@ def kitchen_signatures():
 
 @dataclasses.dataclass
 class Models:
-  config_path: str
+  config_path: Optional[str]  # None: an external server serves them.
   names: Sequence[str]
-  toy_path: str
+  toy_path: Optional[str]
+  why_no_toy: str = ''
 
 
 @pytest.fixture(scope='module')
-def models(tf_serving_testdata, trained_toy, tmp_path_factory) -> Models:
+def models(request, tf_serving_testdata, tmp_path_factory) -> Models:
+  if EXTERNAL:
+    toy_path, why = wire_models.external_toy_path()
+    return Models(None, wire_models.MODEL_NAMES, toy_path, why)
   root = str(tmp_path_factory.mktemp('rest_models'))
   save_tf1_model(os.path.join(root, 'kitchen', '1'), kitchen_signatures)
-  model, estimator = trained_toy
+  model, estimator = request.getfixturevalue('trained_toy')
   export = model.export_for_serving(estimator, os.path.join(root, 'toy'), samples=toy.SAMPLES)
 
   def fixture(name):
@@ -251,6 +260,8 @@ def wait_until_available(endpoint: Endpoint, names: Sequence[str],
 
 @pytest.fixture(scope='module')
 def embedded_server(models):
+  if EXTERNAL:
+    pytest.skip(wire_models.needs_own_server(wire_models.ENV_REST))
   server = server_lib.create_server(config_lib.ServerOptions(
       port=0, rest_api_port=0, model_config_file=models.config_path,
       rest_api_enable_cors_support=True))
@@ -264,6 +275,8 @@ def embedded_server(models):
 @pytest.fixture(scope='module')
 def binary_server(models, tmp_path_factory):
   """The real tensorflow_model_server on the same models.config."""
+  if EXTERNAL:
+    pytest.skip(wire_models.needs_own_server(wire_models.ENV_REST))
   if shutil.which(BINARY) is None:
     pytest.skip(NOT_ON_PATH)
   workdir = str(tmp_path_factory.mktemp('tensorflow_model_server'))
@@ -287,8 +300,13 @@ def binary_server(models, tmp_path_factory):
         proc.wait()
 
 
-@pytest.fixture(scope='module', params=SERVER_KINDS)
+@pytest.fixture(scope='module', params=('external',) if EXTERNAL else SERVER_KINDS)
 def server(request) -> Endpoint:
+  if request.param == 'external':
+    # Usually the real TF Serving: its documented quirks (kind BINARY) are allowed.
+    endpoint = Endpoint(BINARY, EXTERNAL[1], EXTERNAL[0])
+    wait_until_available(endpoint, wire_models.MODEL_NAMES, timeout=30)
+    return endpoint
   if request.param == 'embedded':
     return Endpoint('embedded', request.getfixturevalue('embedded_server').rest_port)
   return request.getfixturevalue('binary_server')
@@ -989,6 +1007,8 @@ class TestConnections:
 @pytest.fixture(scope='module')
 def toy_reference(models):
   """serving_default outputs for toy.SAMPLES, computed by TensorFlow directly."""
+  if models.toy_path is None:
+    pytest.skip(models.why_no_toy)
   loaded = tf.saved_model.load(models.toy_path)
   outputs = loaded.signatures['serving_default'](x=tf.constant(toy.SAMPLES['x']),
                                                  n=tf.constant(toy.SAMPLES['n']))

@@ -31,10 +31,14 @@ def add_parser(subparsers) -> None:
                 'estimator-export query --model_name half_plus_two --method multi_inference '
                 '--task regress_x_to_y:regress --task classify_x_to_y:classify '
                 "--examples '[{\"x\": 2.0}]'",
-                'estimator-export query --model_name classifier --method metadata'])
+                'estimator-export query --model_name classifier --method metadata',
+                'estimator-export query --server dns:///serving.default.svc.cluster.local:8500 '
+                "--model_name classifier --inputs '{\"x\": [[1.0, 2.0, 3.0]]}'"])
   parser.add_argument('--server', default=None, metavar='ADDRESS',
                       help='the model server: host:port for gRPC (default 127.0.0.1:8500), a URL '
-                      'for REST (default http://127.0.0.1:8501)')
+                      'for REST (default http://127.0.0.1:8501). gRPC spreads calls round-robin '
+                      'over a comma-separated list of IP:PORT or over every address of a DNS '
+                      'name given as dns:///NAME:PORT (e.g. a Kubernetes headless Service)')
   parser.add_argument('--protocol', choices=('grpc', 'rest'), default='grpc',
                       help='the API to use (default: grpc)')
   parser.add_argument('--model_name', '--model', dest='model', required=True, metavar='NAME',

@@ -9,6 +9,10 @@
                                    ('classify_x_to_y', 'classify')], [{'x': 2.0}])
     RestClient('http://127.0.0.1:8501').regress('m', [{'x': 80.0}], 'regress_x_to_y')
 
+    # Round-robin over several servers (gRPC's own load balancing):
+    GrpcClient('10.0.0.5:8500,10.0.0.6:8500')           # or a list of 'ip:port'
+    GrpcClient('dns:///serving.default.svc.cluster.local:8500')  # a headless Service
+
 Both clients take numpy arrays, (nested) lists or scalars for Predict inputs,
 and feature dicts, `tf.train.Example`s or serialized Examples for
 Classify/Regress, and return numpy arrays and plain Python values. Every
@@ -25,6 +29,7 @@ from estimator_export.client._convert import to_model_server_config
 from estimator_export.client._convert import to_ndarray
 from estimator_export.client._convert import to_tensor_proto
 from estimator_export.client._grpc import GrpcClient
+from estimator_export.client._grpc import channel_target
 from estimator_export.client._rest import RestClient
 from estimator_export.client._status import CLASSIFY_METHOD
 from estimator_export.client._status import Classifications
@@ -39,6 +44,6 @@ from estimator_export.errors import ClientInputError
 __all__ = [
     'CLASSIFY_METHOD', 'Classifications', 'ClientInputError', 'Code', 'DEFAULT_GRPC_TARGET',
     'DEFAULT_REST_URL', 'GrpcClient', 'INT32_MAX', 'REGRESS_METHOD', 'RestClient',
-    'ServingClientError', 'to_example', 'to_model_server_config', 'to_ndarray',
+    'ServingClientError', 'channel_target', 'to_example', 'to_model_server_config', 'to_ndarray',
     'to_tensor_proto',
 ]

@@ -1,5 +1,13 @@
-"""GrpcClient: TF Serving's PredictionService and ModelService through the official stubs."""
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+"""GrpcClient: TF Serving's PredictionService and ModelService through the official stubs.
+
+One client may spread its calls over several servers with gRPC's own
+round_robin load balancing: a list of IP addresses ('10.0.0.5:8500,10.0.0.6:8500',
+gRPC's ipv4:/ipv6: resolvers) or one DNS name resolving to several addresses
+('dns:///serving.ns.svc.cluster.local:8500', e.g. a Kubernetes headless Service).
+"""
+import ipaddress
+import json
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
 import numpy as np
@@ -27,11 +35,72 @@ from estimator_export.client._status import ServingClientError
 from estimator_export.client._status import both_version_and_label
 from estimator_export.client._status import not_reachable
 from estimator_export.client._status import task_method
+from estimator_export.errors import ClientInputError
 
 # gRPC details that mean "no server there", not a server's own UNAVAILABLE.
 _CONNECTION_FAILURES = ('failed to connect', 'connection refused', 'dns resolution',
                         'name resolution', 'socket closed', 'connection reset',
                         'no route to host', 'end of tcp stream', 'connect failed')
+
+# Target schemes gRPC resolves itself (passed through unchanged).
+_SCHEMES = ('dns:', 'ipv4:', 'ipv6:', 'unix:', 'unix-abstract:', 'vsock:', 'xds:')
+LOAD_BALANCING = ('round_robin', 'pick_first')
+_LIST_FIX = ("list IP addresses of one family ('10.0.0.5:8500,10.0.0.6:8500' or "
+             "'[fd00::5]:8500,[fd00::6]:8500'), or give one DNS name that resolves to every "
+             "server ('dns:///serving.default.svc.cluster.local:8500', e.g. a Kubernetes "
+             'headless Service)')
+
+
+def _list_address(address: str, target: str) -> Tuple[str, str]:
+  """One 'ip:port' of an address list -> (resolver scheme, address as gRPC spells it)."""
+  host, sep, port = address.rpartition(':')
+  if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+    raise ClientInputError(f'each address of the gRPC address list {target!r} must be IP:PORT',
+                           value=address, fix=_LIST_FIX)
+  bracketed = host.startswith('[') and host.endswith(']')
+  try:
+    ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
+  except ValueError:
+    raise ClientInputError(
+        f"the gRPC address list {target!r} may hold IP addresses only (gRPC's ipv4:/ipv6: "
+        'resolvers do not look up host names)', value=address, fix=_LIST_FIX) from None
+  if ip.version == 6 and not bracketed:
+    raise ClientInputError(f'an IPv6 address in the gRPC address list {target!r} needs '
+                           'brackets', value=address, fix=f"write '[{host}]:{port}'")
+  return f'ipv{ip.version}', f'{host}:{port}'
+
+
+def channel_target(target: Union[str, Sequence[str]]) -> str:
+  """The gRPC target for one address, a list of IP addresses, or a resolver URI.
+
+  'host:port' and URIs gRPC resolves ('dns:///name:port', 'ipv4:a:p,b:p',
+  'unix:path', ...) pass unchanged; 'ip:port,ip:port' or a list of them become
+  'ipv4:ip:port,ip:port' (or ipv6:), so round_robin spreads calls over them.
+  """
+  if isinstance(target, str):
+    text = target.strip()
+    if text.lower().startswith(_SCHEMES):
+      return text
+    addresses = [a.strip() for a in text.split(',')]
+  elif isinstance(target, Sequence) and target and all(isinstance(a, str) for a in target):
+    text = ','.join(target)
+    addresses = [a.strip() for a in target]
+  else:
+    raise ClientInputError('a gRPC target must be a string or a non-empty list of strings',
+                           value=target, fix="pass e.g. '127.0.0.1:8500' or "
+                           "['10.0.0.5:8500', '10.0.0.6:8500']")
+  if len(addresses) == 1 and addresses[0]:
+    return addresses[0]
+  if not all(addresses):
+    raise ClientInputError('a gRPC address list has an empty entry', value=text,
+                           fix='separate the addresses by single commas: '
+                           "'127.0.0.1:8500,127.0.0.1:8501'")
+  parsed = [_list_address(a, text) for a in addresses]
+  schemes = sorted({scheme for scheme, _ in parsed})
+  if len(schemes) > 1:
+    raise ClientInputError('a gRPC address list mixes IPv4 and IPv6 addresses', value=text,
+                           fix=_LIST_FIX)
+  return f'{schemes[0]}:' + ','.join(address for _, address in parsed)
 
 
 def _fill_spec(spec, model: str, signature_name: str = '', version: Optional[int] = None,
@@ -62,20 +131,36 @@ def _status_code(value: int) -> grpc.StatusCode:
 class GrpcClient:
   """TF Serving's gRPC API through the official stubs.
 
+  Calls are spread over every address the target resolves to (gRPC's
+  round_robin policy): a list of IP addresses, or a DNS name with several
+  addresses, e.g. a Kubernetes headless Service. gRPC looks the name up again
+  when a connection is lost, so servers that come and go are followed.
+
   Args:
-    target: host:port of the server.
+    target: the server(s): 'host:port'; 'ip:port,ip:port' or a list of
+      'ip:port' strings; or a gRPC URI such as 'dns:///name:port' or
+      'ipv4:10.0.0.5:8500,10.0.0.6:8500'.
     timeout: seconds per call.
     max_message_bytes: the largest request/response (grpcio's default receive
       limit is 4 MB; TF Serving's server limit is INT32_MAX).
+    load_balancing: 'round_robin' (each call to the next ready address) or
+      'pick_first' (gRPC's default: one address at a time).
   """
 
-  def __init__(self, target: str = DEFAULT_GRPC_TARGET, timeout: float = 10.0,
-               max_message_bytes: int = INT32_MAX):
-    self.target = target
+  def __init__(self, target: Union[str, Sequence[str]] = DEFAULT_GRPC_TARGET,
+               timeout: float = 10.0, max_message_bytes: int = INT32_MAX,
+               load_balancing: str = 'round_robin'):
+    if load_balancing not in LOAD_BALANCING:
+      raise ClientInputError('unknown gRPC load balancing policy', value=load_balancing,
+                             fix="pass 'round_robin' or 'pick_first'")
+    self.channel_target = channel_target(target)
+    self.target = target if isinstance(target, str) else ','.join(target)
     self.timeout = timeout
-    self._channel = grpc.insecure_channel(target, options=[
+    service_config = {'loadBalancingConfig': [{load_balancing: {}}]}
+    self._channel = grpc.insecure_channel(self.channel_target, options=[
         ('grpc.max_send_message_length', max_message_bytes),
-        ('grpc.max_receive_message_length', max_message_bytes)])
+        ('grpc.max_receive_message_length', max_message_bytes),
+        ('grpc.service_config', json.dumps(service_config))])
     self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
     self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
     self._single_inputs: Dict[tuple, str] = {}  # (model, version, label, signature) -> alias
