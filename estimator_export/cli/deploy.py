@@ -1,4 +1,4 @@
-"""`estimator-export deploy TARGET EXPORT_BASE`: TF Serving 2.15.1 deployment files for an export."""
+"""`estimator-export deploy TARGET EXPORT_BASE`: TF Serving 2.15.1 deployment files for it."""
 import argparse
 import sys
 

@@ -24,7 +24,7 @@ from estimator_export.deploy._files import CopyTree, Files, dump_yaml, stream, w
 from estimator_export.deploy._plan import (
     CONFIG_DIR, GRPC_PORT, KUBERNETES_VERSION, METRICS_PATH, MODELS_ROOT, REST_PORT,
     TF_SERVING_IMAGE, TF_SERVING_VERSION, DeployError, DeployOptions, ExportInfo, Plan,
-    plan, read_export)
+    metadata_path, plan, read_export)
 
 TARGETS = ('compose', 'kubernetes', 'kserve', 'dockerfile')
 # Targets whose files are all YAML documents, so they can go to stdout as one stream.
@@ -55,5 +55,5 @@ def render(target: str, deploy_plan: Plan) -> Files:
 
 __all__ = ['CONFIG_DIR', 'CopyTree', 'DeployError', 'DeployOptions', 'ExportInfo', 'Files',
            'GRPC_PORT', 'KUBERNETES_VERSION', 'METRICS_PATH', 'MODELS_ROOT', 'Plan', 'REST_PORT',
-           'STREAMABLE', 'TARGETS', 'TF_SERVING_IMAGE', 'TF_SERVING_VERSION', 'dump_yaml', 'plan',
-           'read_export', 'render', 'stream', 'write_files']
+           'STREAMABLE', 'TARGETS', 'TF_SERVING_IMAGE', 'TF_SERVING_VERSION', 'dump_yaml',
+           'metadata_path', 'plan', 'read_export', 'render', 'stream', 'write_files']

@@ -9,10 +9,12 @@ import dataclasses
 import math
 import os
 import re
+import urllib.parse
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from estimator_export import _saved_model as saved_model_lib
 from estimator_export.errors import ConfigError, ExportError
+from estimator_export.serving import config as serving_config
 
 TF_SERVING_VERSION = '2.15.1'
 TF_SERVING_IMAGE = f'tensorflow/serving:{TF_SERVING_VERSION}'
@@ -161,11 +163,11 @@ class Plan:
 
   def models_config(self, base_path: Optional[str] = None) -> str:
     """models.config naming the export at `base_path` (default: the container's model_dir)."""
-    from estimator_export.serving import config as serving_config  # pylint: disable=g-import-not-at-top
     text = serving_config.write_models_config([serving_config.ModelConfig(
         name=self.model_name, base_path=base_path or self.model_dir,
         version_policy=self.version_policy)])
-    lines = [f'# Export: {self.export.describe()}', f'# Signatures of version {self.export.newest}:']
+    lines = [f'# Export: {self.export.describe()}',
+             f'# Signatures of version {self.export.newest}:']
     for sig_name, sig in sorted(self.export.signatures.items()):
       lines.append(f'#   {sig_name} ({sig.method_name}): {"; ".join(sig.inputs)} -> '
                    f'{"; ".join(sig.outputs)}')
@@ -191,6 +193,15 @@ class Plan:
     if ssl_path:
       args.append(f'--ssl_config_file={ssl_path}')
     return args
+
+
+def metadata_path(model_name: str) -> str:
+  """The REST path answering 200 only while a version of the model is AVAILABLE.
+
+  TF Serving's status path /v1/models/NAME answers 200 while a version is LOADING, or
+  has ENDed after a failed load; the metadata path answers 404 then.
+  """
+  return f'/v1/models/{urllib.parse.quote(model_name, safe="")}/metadata'
 
 
 def check_k8s_name(value: Optional[str], flag: str, dns1035: bool = True,
@@ -226,7 +237,6 @@ def cpu_count(quantity: str) -> int:
 
 
 def _version_policy(spec: str, versions: List[str]):
-  from estimator_export.serving import config as serving_config  # pylint: disable=g-import-not-at-top
   numbers = sorted(int(v) for v in versions)
   fix = 'give --versions latest, latest:N, all, or versions of the base such as ' + ','.join(
       str(n) for n in numbers[-2:])
@@ -343,7 +353,6 @@ def _read_config(path: str, loader, flag: str) -> str:
 
 
 def _batching(options: DeployOptions, info: ExportInfo, notes: List[str]) -> Optional[str]:
-  from estimator_export.serving import config as serving_config  # pylint: disable=g-import-not-at-top
   if options.batching not in BATCHING_MODES:
     raise DeployError('--batching must be auto, on or off', value=options.batching,
                       fix='give --batching auto (on when the signatures allow it), on or off')
@@ -406,7 +415,6 @@ def plan(export_base: str, options: DeployOptions) -> Plan:
                  'load will be slow (export with warmup samples to avoid it)')
   ssl = None
   if options.ssl_config_file:
-    from estimator_export.serving import config as serving_config  # pylint: disable=g-import-not-at-top
     ssl = _read_config(options.ssl_config_file, serving_config.load_ssl_config_file,
                        '--ssl_config_file')
   return Plan(options, info, policy, batching, monitoring_config_text(), ssl, tuple(notes))

@@ -14,7 +14,6 @@ is AVAILABLE (the status URL answers 200 while LOADING too); it uses bash's /dev
 because the image has neither curl nor wget.
 """
 import os
-import urllib.parse
 
 from estimator_export import _saved_model as saved_model_lib
 from estimator_export.deploy import _files
@@ -28,15 +27,11 @@ PROMETHEUS_FILE = 'prometheus.yml'
 SSL_SECRET = 'ssl_config'
 
 
-def metadata_path(model_name: str) -> str:
-  """The REST path that answers 200 only when a version of the model is AVAILABLE."""
-  return f'/v1/models/{urllib.parse.quote(model_name, safe="")}/metadata'
-
 
 def healthcheck_command(model_name: str, port: int = _plan.REST_PORT) -> str:
   """A bash command exiting 0 iff GET metadata_path answers 200 (no curl in the image)."""
-  return (f'exec 3<>/dev/tcp/127.0.0.1/{port} && printf \'GET {metadata_path(model_name)} '
-          f'HTTP/1.0\\r\\n\\r\\n\' >&3 && head -n 1 <&3 | grep -q " 200 "')
+  return (f'exec 3<>/dev/tcp/127.0.0.1/{port} && printf \'GET %s HTTP/1.0\\r\\n\\r\\n\' '
+          f'\'{_plan.metadata_path(model_name)}\' >&3 && head -n 1 <&3 | grep -q " 200 "')
 
 
 def prometheus_config(targets, model_name: str) -> dict:
@@ -98,7 +93,7 @@ def compose_files(plan: _plan.Plan) -> _files.Files:
             f'`estimator-export deploy compose`.\n'
             f'Export: {plan.export.describe()}\n\n'
             f'  docker compose -f {COMPOSE_FILE} up -d\n'
-            f'  curl localhost:{_plan.REST_PORT}{metadata_path(name)}    # 200 once AVAILABLE\n'
+            f'  curl localhost:{_plan.REST_PORT}{_plan.metadata_path(name)}  # 200 once AVAILABLE\n'
             f'  gRPC localhost:{_plan.GRPC_PORT}; Prometheus http://localhost:9090 '
             f'(scrapes {SERVICE}:{_plan.REST_PORT}{_plan.METRICS_PATH})\n\n'
             'MODEL_DIR=/other/base overrides the mounted export base. New versions written '

@@ -23,7 +23,6 @@ emptyDir at pod start; restart the Deployment to pick up new versions).
 import hashlib
 import json
 import posixpath
-import urllib.parse
 from typing import Dict, List, Optional
 
 from estimator_export.deploy import _files
@@ -47,9 +46,6 @@ def metadata(plan: _plan.Plan, name: str) -> dict:
   meta['labels'] = labels(plan)
   return meta
 
-
-def metadata_path(model_name: str) -> str:
-  return f'/v1/models/{urllib.parse.quote(model_name, safe="")}/metadata'
 
 
 def resources(options: _plan.DeployOptions) -> dict:
@@ -107,8 +103,8 @@ def _model_volume(plan: _plan.Plan):
 
 
 def configmap(plan: _plan.Plan) -> dict:
-  return {'apiVersion': 'v1', 'kind': 'ConfigMap', 'metadata': metadata(plan, f'{plan.name}-config'),
-          'data': plan.config_files()}
+  return {'apiVersion': 'v1', 'kind': 'ConfigMap',
+          'metadata': metadata(plan, f'{plan.name}-config'), 'data': plan.config_files()}
 
 
 def secret(plan: _plan.Plan) -> dict:
@@ -123,7 +119,7 @@ def _probes(plan: _plan.Plan) -> dict:
                        'failureThreshold': -(-plan.options.startup_timeout_seconds // period)},
       'livenessProbe': {'tcpSocket': {'port': 'grpc'}, 'periodSeconds': 10, 'timeoutSeconds': 3,
                         'failureThreshold': 3},
-      'readinessProbe': {'httpGet': {'path': metadata_path(plan.model_name), 'port': 'http'},
+      'readinessProbe': {'httpGet': {'path': _plan.metadata_path(plan.model_name), 'port': 'http'},
                          'periodSeconds': period, 'timeoutSeconds': 3, 'failureThreshold': 2},
   }
 
