@@ -11,7 +11,7 @@ import os
 import posixpath
 import shutil
 import tempfile
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,14 +56,6 @@ def dump_yaml(document: Mapping[str, Any], header: str = '') -> str:
   Dumper.add_representer(str, represent_str)
   return comment + yaml.dump(document, Dumper=Dumper, sort_keys=False,
                              default_flow_style=False, width=100)
-
-
-def load_yaml_documents(text: str) -> Iterable[Any]:
-  """Every document of a YAML stream (the tests and `deploy --check` read files back)."""
-  yaml = _yaml_module()
-  if yaml is None:
-    return [json.loads(text)]
-  return [d for d in yaml.safe_load_all(text) if d is not None]
 
 
 def stream(files: Files) -> str:
