@@ -31,9 +31,12 @@ setuptools.setup(
         # MiniLM (its declared dependencies would pull in torch; `make` installs it so).
         "bert": ["tensorflow-text==2.15.*", "safetensors"],
         # `tokenizers` is the reference of the WordPiece parity tests.
-        # kubeflow-training and jsonschema check the TFJob manifests (tests/test_cluster.py).
+        # kubeflow-training and jsonschema check the TFJob manifests (tests/test_cluster.py);
+        # kubernetes-validate (Kubernetes' own schemas, offline, strict) and jsonschema with
+        # the vendored KServe / Compose schemas check `deploy`'s files (tests/test_deploy.py).
         "dev": ["pytest", "safetensors", "tensorflow-text==2.15.*", "tokenizers",
-                "kubeflow-training==1.9.*", "jsonschema"],
+                "kubeflow-training==1.9.*", "jsonschema==4.26.*", "kubernetes-validate==1.37.0",
+                "pyyaml>=6"],
     },
     entry_points={"console_scripts": ["estimator-export=estimator_export.cli:main"]},
 )

@@ -8,6 +8,7 @@
     estimator-export serve --model_name=m --model_base_path=/models/m --rest_api_port=8501
     estimator-export query --model_name m --inputs '{"x": [[1.0, 2.0, 3.0]]}'
     estimator-export cluster --workers 1 --ps 1 --evaluator --logdir LOGS -- python -m TRAINER
+    estimator-export deploy kubernetes BASE --model_name m --storage_uri gs://b/m --output_dir -
 
 Each subcommand is a module here with `add_parser(subparsers)`, which registers it
 and sets `run(args) -> exit code`. Nothing is imported from TensorFlow until a
@@ -26,7 +27,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before any TensorFlow impo
 from estimator_export.cli import _common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SUBCOMMANDS = ('show', 'diff', 'validate', 'servable', 'freeze', 'serve', 'query',
-               'cluster')
+               'cluster', 'deploy')
 
 _EXAMPLES = """\
 examples:
@@ -34,6 +35,7 @@ examples:
   estimator-export diff /models/classifier/1000 /models/classifier/2000
   estimator-export serve --model_name=classifier --model_base_path=/models/classifier
   estimator-export query --model_name classifier --inputs '{"x": [[1.0, 2.0, 3.0]]}'
+  estimator-export deploy compose /models/classifier --model_name classifier --output_dir out
 
 Run `estimator-export COMMAND --help` for a command's flags and examples."""
 
