@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Mapping, Optional, Tuple
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import grpc
 import numpy as np
@@ -138,3 +138,27 @@ def median_ratio(baseline: Callable[[], object], measured: Callable[[], object],
       out.append(time.perf_counter() - start)
   b, m = statistics.median(base_t), statistics.median(meas_t)
   return b, m, m / b
+
+
+def interleaved_medians(calls: Mapping[str, Callable[[], object]], repeats: int
+                       ) -> Dict[str, float]:
+  """Median seconds of each of several callables, timed in rotating order.
+
+  Round i starts with the (i mod n)-th callable and goes on round the list, so
+  each runs after each of the others about as often and all see the same load.
+
+  Args:
+    calls: name -> callable (already warmed up).
+    repeats: calls of each (rounds).
+
+  Returns:
+    name -> median seconds per call.
+  """
+  names = list(calls)
+  times = {name: [] for name in names}
+  for i in range(repeats):
+    for name in names[i % len(names):] + names[:i % len(names)]:
+      start = time.perf_counter()
+      calls[name]()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(values) for name, values in times.items()}
