@@ -1,6 +1,11 @@
 """Packaging for estimator_export: TensorFlow Estimator -> TF Serving."""
 import setuptools
 
+# ONNX Runtime and the TF -> ONNX converter, pinned to versions that keep TF 2.15's numpy<2,
+# protobuf<5 and ml_dtypes 0.3 (pip's newest pick numpy 2, protobuf 7 and ml_dtypes 0.7;
+# onnx >= 1.18 imports ml_dtypes >= 0.5 types). sympy: onnxruntime.transformers' fusions.
+BENCH = ["tf2onnx==1.17.0", "onnx==1.17.0", "onnxruntime==1.32.0", "sympy>=1.12"]
+
 setuptools.setup(
     name="estimator_export",
     version="0.1.0",
@@ -36,7 +41,10 @@ setuptools.setup(
         # the vendored KServe / Compose schemas check `deploy`'s files (tests/test_deploy.py).
         "dev": ["pytest", "safetensors", "tensorflow-text==2.15.*", "tokenizers",
                 "kubeflow-training==1.9.*", "jsonschema==4.26.*", "kubernetes-validate==1.37.0",
-                "pyyaml>=6"],
+                "pyyaml>=6", *BENCH],
+        # bench/ort_bench.py: ONNX Runtime beside TF (tests/test_ort_bench.py checks the
+        # conversion).
+        "bench": BENCH,
     },
     entry_points={"console_scripts": ["estimator-export=estimator_export.cli:main"]},
 )
