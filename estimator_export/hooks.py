@@ -36,8 +36,19 @@ class ProgressHook(tf.estimator.SessionRunHook):
       fetches['loss'] = self._loss
     return tf.estimator.SessionRunArgs(fetches)
 
+  def after_create_session(self, session, coord):
+    del coord
+    self._count = int(session.run(self._step))
+
   def after_run(self, run_context, run_values):
-    step = int(run_values.results['step']) + 1
+    # The global step fetched beside the train op may be read before or after this run's
+    # increment (no ordering between them), so this process counts its own steps, and
+    # jumps ahead only when other workers moved the global step further than that race can.
+    fetched = int(run_values.results['step']) + 1
+    step = self._count + 1
+    if fetched > step + 1:
+      step = fetched
+    self._count = step
     now = time.time()
     if self._last_step is None:
       self._last_step, self._last_time = step - 1, now
