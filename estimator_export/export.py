@@ -70,7 +70,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Collection, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Collection, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -349,19 +349,39 @@ def _publish(written: str, base: str, version: int, on_collision: str
     retention may delete only those, never a concurrent exporter's new version.
   """
   before = numeric_versions(base)
+
+  def rename_to(target: str) -> bool:
+    if tf.io.gfile.exists(target):
+      return False
+    try:
+      tf.io.gfile.rename(written, target)  # Atomic locally; fails if target appeared.
+    except tf.errors.OpError:
+      if not tf.io.gfile.exists(target):
+        raise
+      return False
+    fsync_dir(base)  # The new entry survives a power loss before anything is deleted.
+    return True
+
+  return _claim_version(base, version, on_collision, rename_to), before
+
+
+def _claim_version(base: str, version: int, on_collision: str,
+                   place: Callable[[str], bool]) -> str:
+  """Publishes at <base>/<version>, or (on_collision='bump') at the next free number.
+
+  Args:
+    place: puts the export at the path it is given; False when that version
+      exists (or appeared meanwhile), which is VersionExistsError under
+      on_collision='error'.
+
+  Returns:
+    The path the export was published at.
+  """
   for _ in range(_MAX_BUMPS):
     target = os.path.join(base, str(version))
-    if not tf.io.gfile.exists(target):
-      try:
-        tf.io.gfile.rename(written, target)  # Atomic locally; fails if target appeared.
-      except tf.errors.OpError:
-        if not tf.io.gfile.exists(target):
-          raise
-      else:
-        fsync_dir(base)  # The new entry survives a power loss before anything is deleted.
-        return target, before
-    if on_collision == 'error':
-      _check_collision(base, version, on_collision)
+    if place(target):
+      return target
+    _check_collision(base, version, on_collision)
     version += 1
   raise VersionExistsError('no free version after bumping', value=version,
                            fix='clean up the export base')
@@ -376,24 +396,22 @@ def _publish_by_copy(written: str, base: str, version: int, on_collision: str
     before the copy: retention may delete only those.
   """
   before = _guarded(base, 'list', lambda: _complete_versions(base))
-  for _ in range(_MAX_BUMPS):
-    target = os.path.join(base, str(version))
-    if not _guarded(base, 'read', lambda: tf.io.gfile.exists(target)):  # pylint: disable=cell-var-from-loop
-      try:
-        count = copy_tree(written, target)
-      except tf.errors.OpError as e:
-        _rmtree(target)  # Best effort: without saved_model.pb it never loads anyway.
-        raise ExportDirError(f'cannot publish the export ({type(e).__name__}: '
-                             f'{e.message.strip()})', value=target,
-                             fix='check the path, its credentials and network access; '
-                             'nothing was published') from e
-      logger.debug('export: copied %d file(s) to %s', count, target)
-      return target, before
-    if on_collision == 'error':
-      _check_collision(base, version, on_collision)
-    version += 1
-  raise VersionExistsError('no free version after bumping', value=version,
-                           fix='clean up the export base')
+
+  def copy_to(target: str) -> bool:
+    if _guarded(base, 'read', lambda: tf.io.gfile.exists(target)):
+      return False
+    try:
+      count = copy_tree(written, target)
+    except tf.errors.OpError as e:
+      _rmtree(target)  # Best effort: without saved_model.pb it never loads anyway.
+      raise ExportDirError(f'cannot publish the export ({type(e).__name__}: '
+                           f'{e.message.strip()})', value=target,
+                           fix='check the path, its credentials and network access; '
+                           'nothing was published') from e
+    logger.debug('export: copied %d file(s) to %s', count, target)
+    return True
+
+  return _claim_version(base, version, on_collision, copy_to), before
 
 
 def _complete_versions(base: str) -> List[int]:
