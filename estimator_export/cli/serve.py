@@ -171,22 +171,21 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
   for name, flag in FLAGS.items():
     default = 'depends on the CPU count' if flag.default is _CPUS else repr(flag.default)
     note = '' if flag.status == IMPLEMENTED else f' [{flag.status} by the embedded server]'
-    help_text = f'{flag.help} (default: {default}){note}'
-    if flag.kind is bool:
-      parser.add_argument(f'--{name}', nargs='?', const=True, type=_flag_bool,
-                          metavar='true|false', help=help_text)
-    else:
-      parser.add_argument(f'--{name}', type=flag.kind, help=help_text,
-                          metavar={int: 'N', float: 'X', str: 'VALUE'}[flag.kind])
+    _add_flag(parser, name, flag.kind, f'{flag.help} (default: {default}){note}')
   for name, flag in EMBEDDED_FLAGS.items():
-    help_text = f'{flag.help} (default: {_render(flag.default)}) [embedded server only]'
-    if flag.kind is bool:
-      parser.add_argument(f'--{name}', nargs='?', const=True, type=_flag_bool,
-                          metavar='true|false', help=help_text)
-    else:
-      parser.add_argument(f'--{name}', type=flag.kind, help=help_text,
-                          metavar={int: 'N', float: 'X', str: 'VALUE'}[flag.kind])
+    _add_flag(parser, name, flag.kind,
+              f'{flag.help} (default: {_render(flag.default)}) [embedded server only]')
   return parser
+
+
+def _add_flag(parser: argparse.ArgumentParser, name: str, kind: type, help_text: str) -> None:
+  """`--name=value` (booleans also bare, as TF's flags), None in the namespace when not given."""
+  if kind is bool:
+    parser.add_argument(f'--{name}', nargs='?', const=True, type=_flag_bool,
+                        metavar='true|false', help=help_text)
+  else:
+    parser.add_argument(f'--{name}', type=kind, help=help_text,
+                        metavar={int: 'N', float: 'X', str: 'VALUE'}[kind])
 
 
 def given_flags(namespace: argparse.Namespace) -> Dict[str, Any]:
