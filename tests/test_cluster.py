@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from estimator_export import cluster
 from estimator_export import flags as export_flags
+from tests import crd_schema
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3'}
@@ -203,19 +204,6 @@ class TestLauncher:
     assert 'Traceback' not in proc.stderr
 
 
-def _strict(schema):
-  """The CRD schema, rejecting fields it does not declare (Kubernetes would prune them)."""
-  if isinstance(schema, list):
-    return [_strict(s) for s in schema]
-  if not isinstance(schema, dict):
-    return schema
-  out = {k: _strict(v) for k, v in schema.items()}
-  if ('properties' in schema and 'additionalProperties' not in schema and
-      not schema.get('x-kubernetes-preserve-unknown-fields')):
-    out['additionalProperties'] = False
-  return out
-
-
 class TestTfJob:
   COMMAND = ['python', '-m', 'bert_example.run_classifier', '--do_train', '--do_eval']
 
@@ -225,7 +213,7 @@ class TestTfJob:
     with open(SCHEMA) as f:
       doc = json.load(f)
     assert doc['source'].endswith('v1.9.0/manifests/base/crds/kubeflow.org_tfjobs.yaml')
-    return jsonschema.Draft7Validator(_strict(doc['openAPIV3Schema']))
+    return jsonschema.Draft7Validator(crd_schema.strict(doc['openAPIV3Schema']))
 
   def test_manifest_against_the_crd_schema(self, validator):
     manifest = cluster.tfjob_manifest('bert-sst2', 'registry.example.com/bert:1', self.COMMAND,

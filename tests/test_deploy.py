@@ -36,6 +36,7 @@ from estimator_export.cli import serve as serve_cli
 from estimator_export.deploy import compose as compose_lib
 from estimator_export.deploy import kserve as kserve_lib
 from estimator_export.serving import server as server_lib
+from tests import crd_schema
 from tests.serving_util import predict_request, rest_request, save_tf1_model, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,19 +91,6 @@ def k8s_validate(document):
   return kubernetes_validate.validate(document, deploy.KUBERNETES_VERSION, strict=True)
 
 
-def _strict(schema):
-  """A CRD schema rejecting fields it does not declare (the API server would prune them)."""
-  if isinstance(schema, list):
-    return [_strict(s) for s in schema]
-  if not isinstance(schema, dict):
-    return schema
-  out = {k: _strict(v) for k, v in schema.items()}
-  if ('properties' in schema and 'additionalProperties' not in schema and
-      not schema.get('x-kubernetes-preserve-unknown-fields')):
-    out['additionalProperties'] = False
-  return out
-
-
 def _load_schema(name, key):
   with open(os.path.join(SCHEMAS, name), encoding='utf-8') as f:
     doc = json.load(f)
@@ -114,7 +102,7 @@ def _load_schema(name, key):
 def kserve_validator():
   doc, schema = _load_schema('kserve_inferenceservice_v1beta1.json', 'openAPIV3Schema')
   assert '/v0.14.1/' in doc['source']
-  return jsonschema.Draft7Validator(_strict(schema))
+  return jsonschema.Draft7Validator(crd_schema.strict(schema))
 
 
 @pytest.fixture(scope='module')
