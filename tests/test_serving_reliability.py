@@ -966,12 +966,13 @@ def small_limit_server(tf_serving_testdata):
   server.close()
 
 
-@pytest.mark.parametrize('where', ['small_limit', 'default_64_mib'])
+@pytest.mark.parametrize('where', ['small_limit', 'default_limit'])
 def test_oversized_body_is_refused_with_a_json_error(request, where):
   if where == 'small_limit':
     port, size = request.getfixturevalue('small_limit_server').port, 64 * 1024 + 1
   else:
-    port, size = request.getfixturevalue('fuzz_server').rest_port, 64 * MIB + 1
+    port = request.getfixturevalue('fuzz_server').rest_port
+    size = config_lib.ServerOptions().rest_api_max_body_bytes + 1  # --rest_api_max_body_bytes
   reply = send_streamed(port, '/v1/models/half_plus_two:predict', size)
   assert reply.status == 413, (reply.status, reply.body[:300])
   assert reply.content_type == JSON_TYPE
