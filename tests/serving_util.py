@@ -2,6 +2,7 @@
 import dataclasses
 import http.client
 import json
+import subprocess
 import time
 import urllib.parse
 from typing import Any, Callable, Dict, Optional
@@ -127,3 +128,20 @@ def save_tf1_model(export_dir: str, build: Callable[[], Dict]):
       builder.add_meta_graph_and_variables(session, [tf.saved_model.SERVING],
                                            signature_def_map=signatures)
       builder.save()
+
+
+def self_signed_ssl_config(directory) -> tuple:
+  """A self-signed certificate for localhost (openssl) and a text SSLConfig serving it.
+
+  Returns:
+    (path of DIRECTORY/ssl.config, the certificate's PEM bytes).
+  """
+  key, cert = directory / 'server.key', directory / 'server.crt'
+  subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+                  '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost',
+                  '-keyout', str(key), '-out', str(cert)], check=True, capture_output=True,
+                 timeout=60)
+  path = directory / 'ssl.config'
+  path.write_text(f'server_key: {json.dumps(key.read_text())}\n'
+                  f'server_cert: {json.dumps(cert.read_text())}\n')
+  return str(path), cert.read_bytes()

@@ -38,6 +38,7 @@ from estimator_export.deploy import kserve as kserve_lib
 from estimator_export.serving import server as server_lib
 from tests import crd_schema
 from tests.serving_util import predict_request, rest_request, save_tf1_model, wait_for
+from tests.serving_util import self_signed_ssl_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMAS = os.path.join(REPO, 'estimator_export', 'deploy_schemas')
@@ -61,16 +62,7 @@ def tls(tmp_path_factory):
   """(ssl.config path, certificate PEM): a self-signed certificate for localhost."""
   if not shutil.which('openssl'):
     pytest.skip('needs openssl to make a certificate')
-  directory = tmp_path_factory.mktemp('tls')
-  key, cert = directory / 'server.key', directory / 'server.crt'
-  subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
-                  '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost',
-                  '-keyout', str(key), '-out', str(cert)], check=True, capture_output=True,
-                 timeout=60)
-  path = directory / 'ssl.config'
-  path.write_text(f'server_key: {json.dumps(key.read_text())}\n'
-                  f'server_cert: {json.dumps(cert.read_text())}\n')
-  return str(path), cert.read_bytes()
+  return self_signed_ssl_config(tmp_path_factory.mktemp('tls'))
 
 
 @pytest.fixture(scope='module')

@@ -47,7 +47,8 @@ from estimator_export.serving import config as config_lib
 from estimator_export.serving import server as server_lib
 from tests import toy
 from tests.serving_util import (JSON_TYPE, TIMEOUT, Reply, model_status, predict_request,
-                                rest_request, save_tf1_model, wait_for)
+                                rest_request, save_tf1_model, self_signed_ssl_config,
+                                wait_for)
 
 Code = grpc.StatusCode
 METRICS_PATH = '/monitoring/prometheus/metrics'
@@ -201,19 +202,11 @@ def test_too_long_socket_path_says_so(half_plus_two, short_dir):
 
 @pytest.mark.skipif(not shutil.which('openssl'), reason='needs openssl to make a certificate')
 def test_ssl_config_file_serves_grpc_over_tls(half_plus_two, tmp_path):
-  import subprocess  # pylint: disable=g-import-not-at-top
-  key, cert = tmp_path / 'server.key', tmp_path / 'server.crt'
-  subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
-                  '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost',
-                  '-keyout', str(key), '-out', str(cert)], check=True, capture_output=True,
-                 timeout=60)
-  ssl_config = tmp_path / 'ssl.config'
-  ssl_config.write_text(f'server_key: {json.dumps(key.read_text())}\n'
-                        f'server_cert: {json.dumps(cert.read_text())}\n')
+  ssl_config, cert = self_signed_ssl_config(tmp_path)
   with server_lib.create_server(config_lib.ServerOptions(
       port=0, model_name='half_plus_two', model_base_path=half_plus_two,
-      ssl_config_file=str(ssl_config))) as server:
-    credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+      ssl_config_file=ssl_config)) as server:
+    credentials = grpc.ssl_channel_credentials(root_certificates=cert)
     with grpc.secure_channel(f'127.0.0.1:{server.grpc_port}', credentials,
                              options=[('grpc.ssl_target_name_override', 'localhost')]) as channel:
       stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
