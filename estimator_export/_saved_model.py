@@ -213,6 +213,16 @@ def local_os_path(path: str) -> str:
   return _os_path(path)
 
 
+def read_bytes(path: str) -> bytes:
+  """A whole file's bytes: the OS reads local files (tf.io.gfile copies large files
+  several times over, 0.18 s instead of 0.03 s for 90 MB); other schemes use gfile."""
+  if is_local_path(path):
+    with open(_os_path(path), 'rb') as f:
+      return f.read()
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    return f.read()
+
+
 def normalize_path(path: str) -> str:
   """A local path (plain or file://) made absolute; a URL (gs://b/m/) kept, less trailing '/'.
 

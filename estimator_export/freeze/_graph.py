@@ -43,6 +43,19 @@ _NOT_OUTPUT_SCOPES = ('save', 'gradients', 'report_uninitialized', 'init', 'Adam
                       'metrics', 'summaries')
 
 
+def import_graph_def(graph_def) -> tf.Graph:
+  """A new tf.Graph holding graph_def, imported without a name prefix."""
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.compat.v1.import_graph_def(graph_def, name='')
+  return graph
+
+
+def strip_unused(graph_def, keep: Sequence[str]):
+  """Only the nodes `keep` depends on (tf.compat.v1.graph_util.extract_sub_graph)."""
+  return tf.compat.v1.graph_util.extract_sub_graph(graph_def, sorted(set(keep)))
+
+
 def node_name(name: str) -> str:
   """'^a', 'a:0', 'a' -> 'a' (the node of a tensor or control input)."""
   name = name[1:] if name.startswith('^') else name

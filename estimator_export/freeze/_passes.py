@@ -7,8 +7,11 @@ a new GraphDef; the input proto is never modified.
   strip_unused           keep only what the protected nodes depend on
   remove_training_nodes  drop Identity/CheckNumerics (tf.compat.v1.graph_util)
   fold_constants         evaluate every subgraph that depends only on constants
+  fold_shapes            constant Reshape targets for fixed shapes (_rewrites)
+  fuse_dense             tensordot's MatMul+Reshape+Add as MatMul+BiasAdd (_rewrites)
   fold_batch_norms       fold BatchNorm (fused, or Mul+Add after folding) and
                          BiasAdd into the weights of the Conv2D/MatMul before it
+  fold_scales            divisions by constants, attention score scales (_rewrites)
 """
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -18,8 +21,14 @@ import tensorflow as tf
 from estimator_export import validate as validate_lib
 from estimator_export.errors import FreezeError
 from estimator_export.freeze import _graph as graph_lib
+from estimator_export.freeze import _rewrites as rewrites_lib
 
-PASSES = ('strip_unused', 'remove_training_nodes', 'fold_constants', 'fold_batch_norms')
+PASSES = ('strip_unused', 'remove_training_nodes', 'fold_constants', 'fold_shapes',
+          'fuse_dense', 'fold_batch_norms', 'fold_scales')
+# The passes of _rewrites (see there): name -> (function, what its count counts).
+_REWRITES = {'fold_shapes': (rewrites_lib.fold_shapes, 'Reshapes/Transposes simplified'),
+             'fuse_dense': (rewrites_lib.fuse_dense, 'dense layers now MatMul+BiasAdd'),
+             'fold_scales': (rewrites_lib.fold_scales, 'scales folded')}
 
 _CONTROL_FLOW_OPS = frozenset({'Enter', 'Exit', 'Merge', 'Switch', 'NextIteration', 'LoopCond',
                                'RefEnter', 'RefExit', 'RefMerge', 'RefSwitch'})
@@ -29,14 +38,6 @@ _EXPANDING_OPS = frozenset({'Fill', 'Tile', 'BroadcastTo', 'Pad', 'PadV2', 'Mirr
                             'OneHot', 'Range', 'ZerosLike', 'OnesLike'})
 _EXPANDED_LIMIT_BYTES = 1 << 20
 _FUSED_BATCH_NORMS = frozenset({'FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3'})
-
-
-def import_graph_def(graph_def) -> tf.Graph:
-  """A new tf.Graph holding graph_def, imported without a name prefix."""
-  graph = tf.Graph()
-  with graph.as_default():
-    tf.compat.v1.import_graph_def(graph_def, name='')
-  return graph
 
 
 def run_graph_def(graph_def, fetches: Sequence[str], feeds: Mapping[str, np.ndarray],
@@ -51,7 +52,7 @@ def run_graph_def(graph_def, fetches: Sequence[str], feeds: Mapping[str, np.ndar
     init_op: a node to run first (table initializers), or None.
     asset_feeds: tensor name -> file path, fed while running init_op.
   """
-  graph = import_graph_def(graph_def)
+  graph = graph_lib.import_graph_def(graph_def)
   with tf.compat.v1.Session(graph=graph) as session:
     if init_op:
       session.run(init_op, feed_dict=dict(asset_feeds or {}) or None)
@@ -82,11 +83,6 @@ def compare_outputs(expected: Mapping[str, np.ndarray], got: Mapping[str, np.nda
           fix='leave that step out (optimizations=...), or loosen rtol/atol if the '
           'difference is acceptable')
   return diffs
-
-
-def strip_unused(graph_def, keep: Sequence[str]):
-  """Only the nodes `keep` depends on (tf.compat.v1.graph_util.extract_sub_graph)."""
-  return tf.compat.v1.graph_util.extract_sub_graph(graph_def, sorted(set(keep)))
 
 
 _GRADIENT_ONLY_OPS = frozenset({'StopGradient', 'PreventGradient'})
@@ -152,7 +148,7 @@ def fold_constants(graph_def, keep: Sequence[str]):
   Returns:
     (new GraphDef, number of nodes replaced by constants).
   """
-  graph = import_graph_def(graph_def)
+  graph = graph_lib.import_graph_def(graph_def)
   foldable = _foldable_ops(graph)
   protected = {graph_lib.node_name(k) for k in keep}
   users_of = graph_lib.consumers(graph_def)
@@ -181,7 +177,7 @@ def fold_constants(graph_def, keep: Sequence[str]):
   folded.library.CopyFrom(graph_def.library)
   for node in graph_def.node:
     folded.node.append(replacements.get(node.name, node))
-  return strip_unused(folded, keep), len(replacements)
+  return graph_lib.strip_unused(folded, keep), len(replacements)
 
 
 # ----- batch norm folding -----
@@ -350,14 +346,14 @@ def fold_batch_norms(graph_def, keep: Sequence[str]):
   for name in [n.name for n in folded.node if n.op in ('Conv2D', 'MatMul')]:
     if _fold_one(g, g.by_name[name], protected):
       count += 1
-  return (strip_unused(folded, keep) if count else folded), count
+  return (graph_lib.strip_unused(folded, keep) if count else folded), count
 
 
 def apply_pass(name: str, graph_def, keep: Sequence[str]) -> Tuple[object, str]:
   """Runs one pass by name; returns (new GraphDef, a short note on what it did)."""
   before = len(graph_def.node)
   if name == 'strip_unused':
-    result = strip_unused(graph_def, keep)
+    result = graph_lib.strip_unused(graph_def, keep)
     note = f'{before - len(result.node)} nodes removed'
   elif name == 'remove_training_nodes':
     result = remove_training_nodes(graph_def, keep)
@@ -365,6 +361,10 @@ def apply_pass(name: str, graph_def, keep: Sequence[str]) -> Tuple[object, str]:
   elif name == 'fold_constants':
     result, count = fold_constants(graph_def, keep)
     note = f'{count} subgraphs folded, {before - len(result.node)} nodes fewer'
+  elif name in _REWRITES:
+    fn, what = _REWRITES[name]
+    result, count = fn(graph_def, keep)
+    note = f'{count} {what}, {before - len(result.node)} nodes fewer'
   elif name == 'fold_batch_norms':
     result, count = fold_batch_norms(graph_def, keep)
     note = f'{count} folded into weights'

@@ -1,0 +1,325 @@
+"""Graph rewrites for transformer encoders on CPU: fewer, larger kernels, same values.
+
+Private to estimator_export.freeze (passes of FreezeOptions.optimizations, run
+after fold_constants and checked on samples like every pass). Each takes a
+frozen GraphDef and the names to keep, returns (new GraphDef, count), and
+leaves the input proto alone.
+
+  fold_shapes   Reshape targets computed at run time from Shape ops (tf.tensordot,
+                split-heads) become constants when only the batch dimension varies
+                (a fixed sequence length); identity Transposes (tf.tensordot's)
+                are dropped.
+  fuse_dense    MatMul -> Reshape -> Add(bias), tf.tensordot's form of a dense
+                layer on [batch, seq, width], becomes MatMul -> BiasAdd -> Reshape,
+                which grappler's remapper fuses into one _FusedMatMul; a 2-D
+                MatMul -> Add(bias) becomes MatMul -> BiasAdd.
+  fold_scales   x / c becomes x * (1 / c) for a float constant c (GELU's x / sqrt(2));
+                attention's scores * c, with the query from a dense layer through
+                Reshape/Transpose, becomes scores of a query whose weights and bias
+                are multiplied by c (one multiply over [batch, heads, seq, seq] gone).
+
+TF 2.15's CPU kernels (Eigen, the default on CPUs without AVX-512) have no fused
+GELU or LayerNorm; oneDNN's (_MklFusedMatMul with GeluExact, _MklLayerNorm) run
+only when TF_ENABLE_ONEDNN_OPTS=1, so no pass targets them.
+"""
+from typing import List, Optional, Sequence, Set
+
+import numpy as np
+import tensorflow as tf
+
+from estimator_export.freeze import _graph as graph_lib
+
+_ADDS = ('Add', 'AddV2')
+# Ops a query tensor may pass through between its dense layer and the scores, each
+# linear in its input, so a scale commutes with them.
+_SCALE_TRANSPARENT = frozenset({'Reshape', 'Transpose', 'Identity'})
+
+
+class _Index:
+  """Nodes of a GraphDef by name, and who consumes each, for in-place rewriting."""
+
+  def __init__(self, graph_def, keep: Sequence[str]):
+    self.graph_def = graph_def
+    self.protected = {graph_lib.node_name(k) for k in keep}
+    self.refresh()
+
+  def refresh(self):
+    self.by_name = {n.name: n for n in self.graph_def.node}
+    self.users = graph_lib.consumers(self.graph_def)
+
+  def producer(self, tensor: str):
+    """The node producing output 0 named by `tensor`, through Identity; None otherwise."""
+    if tensor.startswith('^') or (':' in tensor and not tensor.endswith(':0')):
+      return None
+    node = self.by_name.get(graph_lib.node_name(tensor))
+    while node is not None and node.op == 'Identity' and node.input:
+      node = self.by_name.get(graph_lib.node_name(node.input[0]))
+    return node
+
+  def const(self, tensor: str) -> Optional[np.ndarray]:
+    node = self.producer(tensor)
+    if node is None or node.op != 'Const':
+      return None
+    return tf.make_ndarray(node.attr['value'].tensor)
+
+  def sole_user(self, node):
+    """The one node reading `node` (data output 0 only, not protected), or None."""
+    users = self.users.get(node.name, [])
+    if len(users) != 1 or node.name in self.protected:
+      return None
+    user = self.by_name[users[0]]
+    uses = [i for i in user.input if graph_lib.node_name(i) == node.name]
+    if any(u.startswith('^') or (':' in u and not u.endswith(':0')) for u in uses):
+      return None
+    return user
+
+  def add_const(self, name: str, value: np.ndarray, dtype: tf.DType) -> str:
+    while name in self.by_name:
+      name += '_'
+    node = self.graph_def.node.add(name=name, op='Const')
+    node.attr['dtype'].type = dtype.as_datatype_enum
+    node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
+    self.by_name[name] = node
+    return name
+
+
+def _copy(graph_def):
+  result = tf.compat.v1.GraphDef()
+  result.CopyFrom(graph_def)
+  return result
+
+
+def _bypass(graph_def, skip: dict):
+  """graph_def without the nodes in `skip` (name -> the input their readers get instead)."""
+  def source(name: str) -> str:
+    node = graph_lib.node_name(name)
+    if node not in skip:
+      return name
+    if name.startswith('^'):
+      return '^' + graph_lib.node_name(source(skip[node]))
+    return source(skip[node])
+
+  result = tf.compat.v1.GraphDef()
+  result.versions.CopyFrom(graph_def.versions)
+  result.library.CopyFrom(graph_def.library)
+  for node in graph_def.node:
+    if node.name in skip:
+      continue
+    copy = result.node.add()
+    copy.CopyFrom(node)
+    del copy.input[:]
+    copy.input.extend(source(i) for i in node.input)
+  return result
+
+
+# ----- fold_shapes -----
+
+# Two batch sizes no real shape arithmetic maps to the same value by accident.
+_PROBE_BATCHES = (7919, 7907)
+
+
+def _reshape_targets(graph_def, batch: int):
+  """Reshape name -> static output dims, with every Placeholder's leading unknown
+  dimension set to `batch` (TF's shape inference then evaluates Shape/Prod/Pack)."""
+  probe = _copy(graph_def)
+  for node in probe.node:
+    if node.op == 'Placeholder' and node.attr['shape'].shape.dim:
+      dim = node.attr['shape'].shape.dim[0]
+      if dim.size < 0:
+        dim.size = batch
+  graph = graph_lib.import_graph_def(probe)
+  return {op.name: op.outputs[0].shape.as_list() for op in graph.get_operations()
+          if op.type == 'Reshape' and op.inputs[1].op.type != 'Const'
+          and op.outputs[0].shape.is_fully_defined()}
+
+
+def fold_shapes(graph_def, keep: Sequence[str]):
+  """Constant Reshape targets where only the batch varies, identity Transposes dropped.
+
+  Static shape inference runs twice, with the inputs' unknown batch dimension
+  set to two different primes. A Reshape whose target is then fully known both
+  times, and differs in at most one dimension, gets a Const target with -1 for
+  that dimension: Reshape computes the same shape from the element count. The
+  Shape/Gather/Prod/Pack chain that computed it is then unused and stripped.
+  Inputs with other unknown dimensions (a variable sequence length) leave
+  their Reshapes alone.
+
+  Returns:
+    (new GraphDef, number of Reshapes and Transposes rewritten).
+  """
+  first, second = (_reshape_targets(graph_def, b) for b in _PROBE_BATCHES)
+  targets = {}
+  for name, dims in first.items():
+    other = second.get(name)
+    if other is None or len(other) != len(dims) or 0 in dims:
+      continue
+    varying = [i for i, (a, b) in enumerate(zip(dims, other)) if a != b]
+    if len(varying) <= 1:
+      targets[name] = [-1 if i in varying else d for i, d in enumerate(dims)]
+  result = _copy(graph_def)
+  index = _Index(result, keep)
+  for name, dims in targets.items():
+    node = index.by_name[name]
+    dtype = tf.as_dtype(node.attr['Tshape'].type)
+    node.input[1] = index.add_const(f'{name}/folded_shape',
+                                    np.array(dims, dtype.as_numpy_dtype), dtype)
+  skip = {}
+  for node in result.node:
+    if node.op != 'Transpose' or node.name in index.protected:
+      continue
+    perm = index.const(node.input[1])
+    if perm is not None and perm.ndim == 1 and np.array_equal(perm, np.arange(perm.size)):
+      skip[node.name] = node.input[0]
+  if skip:
+    result = _bypass(result, skip)
+  if not targets and not skip:
+    return graph_def, 0
+  return graph_lib.strip_unused(result, keep), len(targets) + len(skip)
+
+
+# ----- fuse_dense -----
+
+def _bias_for(index: _Index, add, operand: str, columns: int) -> Optional[str]:
+  """The other input of `add` if it is a constant [columns] float32 vector."""
+  data = [i for i in add.input if not i.startswith('^')]
+  if len(data) != 2 or len(data) != len(add.input):
+    return None
+  names = [graph_lib.node_name(i) for i in data]
+  if names.count(operand) != 1:
+    return None
+  other = data[1 - names.index(operand)]
+  value = index.const(other)
+  if value is None or value.dtype != np.float32 or value.shape != (columns,):
+    return None
+  return other
+
+
+def fuse_dense(graph_def, keep: Sequence[str]):
+  """MatMul [-> Reshape(const)] -> Add(const bias) becomes MatMul -> BiasAdd [-> Reshape].
+
+  The Add node keeps its name (it becomes the BiasAdd, or the Reshape), so
+  every reader and every protected output is unchanged.
+
+  Returns:
+    (new GraphDef, number of dense layers rewritten).
+  """
+  result = _copy(graph_def)
+  index = _Index(result, keep)
+  count = 0
+  for name in [n.name for n in result.node if n.op == 'MatMul']:
+    matmul = index.by_name[name]
+    weights = index.const(matmul.input[1])
+    if matmul.attr['T'].type != tf.float32.as_datatype_enum or weights is None or (
+        weights.ndim != 2):
+      continue
+    columns = weights.shape[0 if matmul.attr['transpose_b'].b else 1]
+    add = index.sole_user(matmul)
+    reshape = None
+    if add is not None and add.op == 'Reshape':
+      target = index.const(add.input[1])
+      if target is None or target.ndim != 1 or target[-1] != columns:
+        continue
+      reshape, add = add, index.sole_user(add)
+    if add is None or add.op not in _ADDS:
+      continue
+    bias = _bias_for(index, add, (reshape or matmul).name, columns)
+    if bias is None:
+      continue
+    add_name = add.name
+    add.Clear()
+    add.name = add_name
+    if reshape is None:
+      _set_bias_add(add, matmul.name, bias)
+    else:  # The Reshape node becomes the BiasAdd, and the Add node the Reshape.
+      shape, shape_type = reshape.input[1], reshape.attr['Tshape'].type
+      reshape.Clear()
+      reshape.name = f'{add_name}/bias_add'
+      _set_bias_add(reshape, matmul.name, bias)
+      add.op = 'Reshape'
+      add.input.extend([reshape.name, shape])
+      add.attr['T'].type = tf.float32.as_datatype_enum
+      add.attr['Tshape'].type = shape_type
+    index.refresh()
+    count += 1
+  return (result if count else graph_def), count
+
+
+def _set_bias_add(node, matmul: str, bias: str):
+  node.op = 'BiasAdd'
+  node.input.extend([matmul, bias])
+  node.attr['T'].type = tf.float32.as_datatype_enum
+  node.attr['data_format'].s = b'NHWC'
+
+
+# ----- fold_scales -----
+
+def _query_dense(index: _Index, tensor: str) -> Optional[List]:
+  """[MatMul, BiasAdd] feeding `tensor` through Reshape/Transpose/Identity only, each
+  with one reader and constant weights and bias; None otherwise."""
+  node = index.by_name.get(graph_lib.node_name(tensor))
+  if tensor.startswith('^') or (':' in tensor and not tensor.endswith(':0')):
+    return None
+  while node is not None and node.op in _SCALE_TRANSPARENT:
+    if index.sole_user(node) is None:
+      return None
+    node = index.by_name.get(graph_lib.node_name(node.input[0]))
+  if node is None or node.op != 'BiasAdd' or index.sole_user(node) is None:
+    return None
+  matmul = index.by_name.get(graph_lib.node_name(node.input[0]))
+  if (matmul is None or matmul.op != 'MatMul' or index.sole_user(matmul) is None
+      or index.const(matmul.input[1]) is None or index.const(node.input[1]) is None):
+    return None
+  return [matmul, node]
+
+
+def fold_scales(graph_def, keep: Sequence[str]):
+  """Division by constants as multiplication; attention's score scale into the query.
+
+  Returns:
+    (new GraphDef, number of nodes rewritten).
+  """
+  result = _copy(graph_def)
+  index = _Index(result, keep)
+  count = 0
+  for node in list(result.node):
+    if node.op != 'RealDiv' or node.attr['T'].type != tf.float32.as_datatype_enum:
+      continue
+    divisor = index.const(node.input[1])
+    if divisor is None or divisor.size != 1 or divisor.reshape(-1)[0] == 0:
+      continue
+    node.op = 'Mul'
+    node.input[1] = index.add_const(f'{node.name}/reciprocal',
+                                    (1.0 / divisor).astype(np.float32), tf.float32)
+    count += 1
+  index.refresh()
+  skip = {}
+  for node in list(result.node):
+    if node.op != 'Mul' or node.name in index.protected:
+      continue
+    data = list(node.input)
+    if len(data) != 2:
+      continue
+    for i in (0, 1):
+      scores = index.producer(data[i])
+      scale = index.const(data[1 - i])
+      if (scores is None or scores.op not in ('BatchMatMulV2', 'BatchMatMul')
+          or scale is None or scale.size != 1 or scale.dtype != np.float32
+          or index.sole_user(scores) is None or scores.attr['adj_x'].b):
+        continue
+      dense = _query_dense(index, scores.input[0])
+      if dense is None:
+        continue
+      c = scale.reshape(-1)[0]
+      matmul, bias_add = dense
+      matmul.input[1] = index.add_const(f'{matmul.name}/scaled_weights',
+                                        index.const(matmul.input[1]) * c, tf.float32)
+      bias_add.input[1] = index.add_const(f'{bias_add.name}/scaled_bias',
+                                          index.const(bias_add.input[1]) * c, tf.float32)
+      skip[node.name] = data[i]
+      count += 1
+      break
+  if skip:
+    result = _bypass(result, skip)
+  if not count:
+    return graph_def, 0
+  return graph_lib.strip_unused(result, keep), count
