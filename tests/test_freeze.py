@@ -340,6 +340,26 @@ class TestFreezeGraphFlags:
     assert 'freeze: warning: 1 variable(s) stay variables' in capsys.readouterr().err
     assert 'hidden/kernel' in ee.read_frozen_manifest(out)['warnings'][0]
 
+  def test_input_node_names_cut_the_graph_where_the_caller_feeds(self, session_model,
+                                                                  tmp_path, capsys):
+    prefix, _ = session_model
+    frozen = ee.freeze_checkpoint(prefix, 'probs', input_node_names='hidden/BiasAdd')
+    assert frozen.inputs == {'hidden/BiasAdd': {'name': 'hidden/BiasAdd:0',
+                                                'dtype': 'float32', 'shape': [-1, 16]}}
+    assert frozen.validation['max_abs_diff']['probs'] <= 1e-6  # Fed there, in both graphs.
+    hidden = RNG.randn(3, 16).astype(np.float32)
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+      tf.compat.v1.train.import_meta_graph(prefix + '.meta').restore(session, prefix)
+      expected = session.run('probs:0', {'hidden/BiasAdd:0': hidden})
+    got = passes_lib.run_graph_def(frozen.graph_def, ['probs:0'], {'hidden/BiasAdd:0': hidden})
+    np.testing.assert_allclose(got[0], expected, rtol=1e-6)
+    code = cli.main(['freeze', f'--input_checkpoint={prefix}', '--output_node_names=probs',
+                     '--input_node_names=hidden/BiasAd', f'--output_graph={tmp_path / "x.pb"}'])
+    assert code == 2
+    assert ("input node not in the graph: got 'hidden/BiasAd'. Fix: use node names of this "
+            "graph. Did you mean 'hidden/BiasAdd'? Placeholders the outputs depend on: ['x']"
+            in capsys.readouterr().err)
+
   def test_v1_checkpoint_needs_checkpoint_version_1(self, tmp_path):
     directory = str(tmp_path / 'v1')
     os.makedirs(directory)  # The V1 Saver does not create it.
@@ -499,7 +519,8 @@ class TestSavedModelAndEstimator:
   def test_unknown_signature_and_tags(self, export):
     with pytest.raises(ee.SignatureError, match="Did you mean 'predict'"):
       ee.freeze_saved_model(export.path, signature_name='predikt')
-    with pytest.raises(ee.FreezeError, match='no MetaGraph with these tags'):
+    with pytest.raises(ee.FreezeError,
+                       match=r"no MetaGraph with this tag set: got 'train'.*\['serve'\]"):
       ee.freeze_saved_model(export.path, tags='train')
 
   def test_estimator_predict_graph_directly(self, trained_toy, export):
@@ -586,3 +607,206 @@ def test_saved_model_vocabulary_comes_from_its_assets(tmp_path):
     frozen.save(path)
     with ee.FrozenPredictor.from_frozen_graph(path) as predict:
       assert predict(words=['green', 'blue', 'x'])['ids'].tolist() == [1, 2, -1], tables
+
+
+def _save_tagged_model(export_dir, tag='my_model'):
+  """A Builder SavedModel tagged only `tag`, with no SignatureDef (the freeze_graph article's).
+
+  Placeholders: 'x' float32 [batch, 6], 'scale' float32 [], 'unused' float32 [batch].
+  Outputs: 'y' = relu(x @ w) [batch, 2] (needs x only), 'z' = y * scale (x and scale),
+  'words_len' = strings.length(words) * k (string Placeholder 'words' [batch]).
+  Returns {output: value on X, scale 3, words ['ab', 'cde']} from the saving session.
+  """
+  with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+    x = tf.compat.v1.placeholder(tf.float32, [None, 6], name='x')
+    scale = tf.compat.v1.placeholder(tf.float32, [], name='scale')
+    tf.compat.v1.placeholder(tf.float32, [None], name='unused')
+    words = tf.compat.v1.placeholder(tf.string, [None], name='words')
+    w = tf.compat.v1.get_variable('w', [6, 2], initializer=tf.compat.v1.random_normal_initializer(
+        seed=5))
+    k = tf.compat.v1.get_variable('k', [], tf.int32, initializer=tf.compat.v1.constant_initializer(
+        7))
+    y = tf.nn.relu(tf.matmul(x, w), name='y')
+    z = tf.multiply(y, scale, name='z')
+    words_len = tf.multiply(tf.strings.length(words), k, name='words_len')
+    session.run(tf.compat.v1.global_variables_initializer())
+    reference = dict(zip(('y', 'z', 'words_len'), session.run(
+        [y, z, words_len], {x: X, scale: 3.0, words: [b'ab', b'cde']})))
+    builder = tf.compat.v1.saved_model.Builder(export_dir)
+    builder.add_meta_graph_and_variables(session, [tag])
+    builder.save()
+  return reference
+
+
+@pytest.fixture(scope='module')
+def tagged_model(tmp_path_factory):
+  export_dir = str(tmp_path_factory.mktemp('tagged') / 'saved')
+  return export_dir, _save_tagged_model(export_dir)
+
+
+class TestTagOnlySavedModel:
+  """freeze_graph's --input_saved_model_dir --saved_model_tags --output_node_names route."""
+
+  def test_tags_and_output_names_are_enough(self, tagged_model, tmp_path):
+    export_dir, reference = tagged_model
+    saved = tf.compat.v1.saved_model.loader  # The SavedModel really has no signature.
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+      assert dict(saved.load(session, ['my_model'], export_dir).signature_def) == {}
+    frozen = ee.freeze_saved_model(export_dir, tags='my_model', output_node_names='y',
+                                   options=ee.FreezeOptions(optimizations=('all',)))
+    assert frozen.inputs == {'x': {'name': 'x:0', 'dtype': 'float32', 'shape': [-1, 6]}}
+    assert list(frozen.outputs) == ['y']
+    assert frozen.source['signature'] is None and frozen.source['method'] is None
+    assert frozen.source['tags'] == ['my_model']
+    assert frozen.source['output_node_names'] == ['y']
+    assert frozen.validation['max_abs_diff'] == {'y': 0.0}
+    assert [s['name'] for s in frozen.optimizations] == list(passes_lib.PASSES)
+    assert not graph_lib.variable_nodes(frozen.graph_def)
+    frozen.save(str(tmp_path / 't.pb'))
+    with ee.FrozenPredictor.from_frozen_graph(str(tmp_path / 't.pb')) as predict:
+      np.testing.assert_allclose(predict({'x': X})['y'], reference['y'], rtol=1e-6)
+
+  def test_inputs_are_the_placeholders_each_output_needs(self, tagged_model):
+    export_dir, reference = tagged_model
+    frozen = ee.freeze_saved_model(export_dir, tags=['my_model'], output_node_names=['z', 'y'],
+                                   options=ee.FreezeOptions(samples={'x': X, 'scale': 3.0}))
+    assert sorted(frozen.inputs) == ['scale', 'x']  # Not 'unused', not 'words'.
+    got = passes_lib.run_graph_def(frozen.graph_def, ['z:0', 'y:0'], {'x:0': X, 'scale:0': 3.0})
+    np.testing.assert_allclose(got[0], reference['z'], rtol=1e-6)
+    np.testing.assert_allclose(got[1], reference['y'], rtol=1e-6)
+
+  def test_string_input_needs_samples_to_be_checked(self, tagged_model):
+    export_dir, reference = tagged_model
+    unchecked = ee.freeze_saved_model(export_dir, tags='my_model', output_node_names='words_len')
+    assert unchecked.validation == {} and list(unchecked.inputs) == ['words']
+    checked = ee.freeze_saved_model(export_dir, tags='my_model', output_node_names='words_len',
+                                    options=ee.FreezeOptions(samples={'words': [b'ab', b'cde']}))
+    assert checked.validation['max_abs_diff'] == {'words_len': 0.0}
+    got = passes_lib.run_graph_def(checked.graph_def, ['words_len:0'],
+                                   {'words:0': np.array([b'ab', b'cde'], dtype=object)})[0]
+    assert got.tolist() == reference['words_len'].tolist() == [14, 21]
+
+  def test_input_node_names_are_checked(self, tagged_model):
+    export_dir, _ = tagged_model
+    frozen = ee.freeze_saved_model(export_dir, tags='my_model', output_node_names='z',
+                                   input_node_names='scale,x:0',
+                                   options=ee.FreezeOptions(samples={'x': X, 'scale': 2.0}))
+    assert sorted(frozen.inputs) == ['scale', 'x']
+    with pytest.raises(ee.FreezeError, match=r"input node not in the graph: got 'scal'.*"
+                       r"Did you mean 'scale'\?.*\['x', 'scale'\]"):
+      ee.freeze_saved_model(export_dir, tags='my_model', output_node_names='z',
+                            input_node_names='x,scal')
+    with pytest.raises(ee.FreezeError, match=r"do not depend on this input node: got 'unused'"):
+      ee.freeze_saved_model(export_dir, tags='my_model', output_node_names='y',
+                            input_node_names='x,unused')
+    with pytest.raises(ee.FreezeError, match=r"also depend on Placeholders that are not input "
+                       r"nodes: got \['scale'\].*--input_node_names"):
+      ee.freeze_saved_model(export_dir, tags='my_model', output_node_names='z',
+                            input_node_names='x')
+
+  def test_unknown_output_node_says_did_you_mean(self, tagged_model):
+    export_dir, _ = tagged_model
+    with pytest.raises(ee.FreezeError, match=r"output node not in the graph: got 'yy'.*"
+                       r"Did you mean 'y'\?"):
+      ee.freeze_saved_model(export_dir, tags='my_model', output_node_names='yy')
+    with pytest.raises(ee.FreezeError, match=r"node 'y' has 1 output\(s\): got 'y:1'.*'y:0'"):
+      ee.freeze_saved_model(export_dir, tags='my_model', output_node_names='y:1')
+
+  def test_unknown_tag_set_lists_the_available_ones(self, tagged_model):
+    export_dir, _ = tagged_model
+    for tags, hint in (('serve', ''), ('my_modle', " Did you mean 'my_model'?")):
+      with pytest.raises(ee.FreezeError) as info:
+        ee.freeze_saved_model(export_dir, tags=tags, output_node_names='y')
+      assert str(info.value) == (
+          f"the SavedModel has no MetaGraph with this tag set: got '{tags}'. Fix: pass one of "
+          "its tag sets ['my_model'] as saved_model_tags (--saved_model_tags=my_model)."
+          + hint)
+
+  def test_no_signature_and_no_output_names_says_what_to_pass(self, tagged_model):
+    export_dir, _ = tagged_model
+    with pytest.raises(ee.SignatureError) as info:
+      ee.freeze_saved_model(export_dir, tags='my_model')
+    text = str(info.value)
+    assert text.startswith("the MetaGraph tagged 'my_model' has no SignatureDef")
+    assert "got 'serving_default'" in text and '--output_node_names=' in text
+    assert text.endswith("Nodes that look like outputs: ['z', 'words_len']")  # y feeds z.
+    with pytest.raises(ee.SignatureError, match='no SignatureDef'):  # Asked for by name.
+      ee.freeze_saved_model(export_dir, 'serving_default', 'my_model', 'y')
+
+  def test_signature_is_optional_with_an_estimator_export(self, trained_toy, tmp_path):
+    model, estimator = trained_toy
+    export = model.export_for_serving(estimator, str(tmp_path / 'exports'),
+                                      samples=toy.SAMPLES)
+    by_signature = ee.freeze_saved_model(export.path, options=ee.FreezeOptions(
+        samples=toy.SAMPLES))
+    node = graph_lib.node_name(by_signature.outputs['probabilities']['name'])
+    # The raw inputs are placeholder_with_default over the parsed Example: by node names
+    # alone the input is the serialized-Example Placeholder, which samples cannot be made for.
+    by_node = ee.freeze_saved_model(export.path, output_node_names=node)
+    assert by_node.source['signature'] is None
+    assert [v['dtype'] for v in by_node.inputs.values()] == ['string']
+    assert by_node.validation == {}
+    raw_inputs = [by_signature.inputs[k]['name'] for k in ('x', 'n')]
+    by_names = ee.freeze_saved_model(export.path, output_node_names=node,
+                                     input_node_names=raw_inputs, options=ee.FreezeOptions(
+                                         samples={n: toy.SAMPLES[k] for k, n in
+                                                  zip(('x', 'n'), raw_inputs)}))
+    assert sorted(v['name'] for v in by_names.inputs.values()) == sorted(raw_inputs)
+    # An explicit signature still supplies the inputs, by its keys.
+    mixed = ee.freeze_saved_model(export.path, 'serving_default', output_node_names=node,
+                                  options=ee.FreezeOptions(samples=toy.SAMPLES))
+    assert sorted(mixed.inputs) == ['n', 'x'] and list(mixed.outputs) == [node]
+    feeds = {by_signature.inputs[k]['name']: v for k, v in toy.SAMPLES.items()}
+    want = passes_lib.run_graph_def(by_signature.graph_def, [node + ':0'], feeds)[0]
+    for frozen in (by_names, mixed):
+      got = passes_lib.run_graph_def(frozen.graph_def, [node + ':0'], feeds)[0]
+      np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+class TestTagOnlyCli:
+
+  def test_freeze_graph_flags_freeze_it(self, tagged_model, tmp_path, capsys):
+    export_dir, reference = tagged_model
+    out = str(tmp_path / 'cli.pb')
+    code = cli.main(['freeze', '--input_saved_model_dir', export_dir, '--saved_model_tags',
+                     'my_model', '--output_node_names', 'z,y', '--output_graph', out,
+                     '--optimize=all', '--samples', json.dumps({'x': X.tolist(), 'scale': 3.0})])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert 'input  scale: scale:0 float32 []' in printed
+    assert 'input  x: x:0 float32 [-1, 6]' in printed
+    assert "checked on 5 sample(s): max |diff| {'y': 0.0, 'z': 0.0}" in printed
+    with ee.FrozenPredictor.from_frozen_graph(out) as predict:
+      got = predict({'x': X, 'scale': np.float32(3.0)})
+    np.testing.assert_allclose(got['z'], reference['z'], rtol=1e-6)
+    assert ee.read_frozen_manifest(out)['source']['tags'] == ['my_model']
+
+  def test_unchecked_string_input_is_said(self, tagged_model, tmp_path, capsys):
+    export_dir, _ = tagged_model
+    code = cli.main(['freeze', f'--input_saved_model_dir={export_dir}',
+                     '--saved_model_tags=my_model', '--output_node_names=words_len',
+                     f'--output_graph={tmp_path / "w.pb"}'])
+    assert code == 0
+    assert 'not checked against the model' in capsys.readouterr().out
+
+  @pytest.mark.parametrize('flags, message', [
+      (['--saved_model_tags=serve', '--output_node_names=y'],
+       "the SavedModel has no MetaGraph with this tag set: got 'serve'. Fix: pass one of its "
+       "tag sets ['my_model']"),
+      (['--saved_model_tags=my_model'],
+       "the MetaGraph tagged 'my_model' has no SignatureDef"),
+      (['--saved_model_tags=my_model', '--output_node_names=y,zz'],
+       "output node not in the graph: got 'zz'. Fix: use node names of this graph. Did you "
+       "mean 'z'?"),
+      (['--saved_model_tags=my_model', '--output_node_names=z', '--input_node_names=x'],
+       "the outputs also depend on Placeholders that are not input nodes: got ['scale']"),
+  ])
+  def test_mistakes_exit_2_with_one_line(self, tagged_model, tmp_path, capsys, flags, message):
+    export_dir, _ = tagged_model
+    code = cli.main(['freeze', f'--input_saved_model_dir={export_dir}',
+                     f'--output_graph={tmp_path / "x.pb"}'] + flags)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'estimator-export freeze: error: {message}'), err
+    assert len(err.strip().splitlines()) == 1 and 'Traceback' not in err
+    assert not os.path.exists(tmp_path / 'x.pb')

@@ -1,16 +1,20 @@
-"""The three freezing examples, run for real with tiny sizes (in-process and as programs)."""
+"""The freezing examples, run for real with tiny sizes (in-process and as programs)."""
 import json
 import os
 import subprocess
 import sys
 
+from google.protobuf import text_format
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import estimator_export as ee
 from examples import freeze_inference_graph
 from examples import freeze_saved_model
 from examples import freeze_session_model
+from examples import freeze_tagged_saved_model
+from examples import freeze_write_graph
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,12 +74,76 @@ def test_saved_model_signature_frozen_and_estimator_direct(tmp_path):
   assert saved['value'].shape == (6,)
 
 
+def test_tagged_saved_model_without_signature_frozen_from_the_cli(tmp_path):
+  result = freeze_tagged_saved_model.run(str(tmp_path))
+  # What the article's Builder call writes: one MetaGraph, tag my_model, no SignatureDef.
+  saved_model = tf.compat.v1.saved_model.loader  # Read back independently of the library.
+  with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+    meta_graph = saved_model.load(session, ['my_model'], result['export_dir'])
+  assert list(meta_graph.meta_info_def.tags) == ['my_model']
+  assert len(meta_graph.signature_def) == 0
+  assert 'has no SignatureDef' in result['by_signature_error']
+  assert '--output_node_names=' in result['by_signature_error']
+  manifest = result['manifest']
+  assert manifest['inputs'] == {'x': {'name': 'x:0', 'dtype': 'float32', 'shape': [-1, 4]}}
+  assert sorted(manifest['outputs']) == ['class_id', 'probabilities']
+  assert manifest['source']['tags'] == ['my_model'] and manifest['source']['signature'] is None
+  assert [s['name'] for s in manifest['optimizations']] == [
+      'strip_unused', 'remove_training_nodes', 'fold_constants', 'fold_batch_norms']
+  assert 'checked on 2 sample(s)' in result['cli_output']
+  np.testing.assert_allclose(result['frozen']['probabilities'],
+                             result['saved']['probabilities'], rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(result['frozen']['class_id'], result['saved']['class_id'])
+  np.testing.assert_allclose(result['saved']['probabilities'].sum(axis=1), 1.0, rtol=1e-5)
+  assert result['same']
+
+
+def test_write_graph_pbtxt_and_checkpoint_frozen_from_the_cli(tmp_path):
+  result = freeze_write_graph.run(str(tmp_path), steps=20)
+  with open(result['pbtxt']) as f:  # A text GraphDef, as tf.io.write_graph(as_text=True).
+    graph_def = text_format.Parse(f.read(), tf.compat.v1.GraphDef())
+  assert {'x', 'output', 'hidden/kernel'} <= {n.name for n in graph_def.node}
+  assert os.path.isfile(result['checkpoint'] + '.index')
+  manifest = result['manifest']
+  assert manifest['source']['kind'] == 'graph_def+checkpoint'
+  assert manifest['source']['checkpoint'] == result['checkpoint']
+  assert list(manifest['inputs']) == ['x'] and list(manifest['outputs']) == ['output']
+  frozen_graph = tf.compat.v1.GraphDef()
+  with open(result['graph_path'], 'rb') as f:
+    frozen_graph.ParseFromString(f.read())
+  assert not {n.op for n in frozen_graph.node} & {'VarHandleOp', 'VariableV2', 'RestoreV2'}
+  np.testing.assert_allclose(result['frozen'], result['reference'], rtol=1e-6, atol=1e-7)
+  assert result['same'] and result['frozen'].shape == (8, 1)
+
+
+def test_cli_mistake_in_a_real_process_is_one_line_without_traceback(tmp_path):
+  result_dir = tmp_path / 'saved'
+  freeze_tagged_saved_model.save_tagged_model(str(result_dir))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONPATH=REPO)
+  proc = subprocess.run([sys.executable, '-m', 'estimator_export.cli', 'freeze',
+                         '--input_saved_model_dir', str(result_dir),
+                         '--output_node_names', 'probabilities',
+                         '--output_graph', str(tmp_path / 'x.pb')],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr == ("estimator-export freeze: error: the SavedModel has no MetaGraph with "
+                         "this tag set: got 'serve'. Fix: pass one of its tag sets ['my_model'] "
+                         "as saved_model_tags (--saved_model_tags=my_model).\n")
+  assert proc.stdout == '' and not os.path.exists(tmp_path / 'x.pb')
+
+
 @pytest.mark.parametrize('module,args,expected', [
     ('freeze_session_model', ['--steps=20'], ['[2/3] froze', 'same as the training session']),
     ('freeze_inference_graph', ['--steps=10'], ['[2/4] froze the training graph',
                                                 'BatchNorm 2 folded into weights']),
     ('freeze_saved_model', ['--train_steps=20'], ['[2/4] froze signature serving_default',
                                                   '[4/4] frozen vs SavedModel']),
+    ('freeze_tagged_saved_model', [], ['no SignatureDef', '--saved_model_tags=my_model',
+                                       '[4/4] frozen.pb vs the SavedModel on 8 samples: '
+                                       'same outputs']),
+    ('freeze_write_graph', ['--steps=10'], ['wrote graph.pbtxt (text GraphDef)',
+                                            '[3/3] frozen.pb vs the trained session on 8 '
+                                            'samples: same outputs']),
 ])
 def test_examples_as_programs(tmp_path, module, args, expected):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')

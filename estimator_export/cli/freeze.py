@@ -1,6 +1,8 @@
 """`estimator-export freeze`: freeze_graph's flags, plus optimisation, compression and checks.
 
     estimator-export freeze --input_saved_model_dir=/models/m/1 --output_graph=/tmp/frozen.pb
+    estimator-export freeze --input_saved_model_dir=/models/m/1 --saved_model_tags=my_model \
+        --output_node_names=y --output_graph=/tmp/frozen.pb
     estimator-export freeze --input_meta_graph=/tmp/model.ckpt.meta \
         --input_checkpoint=/tmp/model.ckpt --output_node_names=softmax \
         --output_graph=/tmp/frozen.pb --optimize=all --compress=fp16
@@ -48,6 +50,9 @@ def add_parser(subparsers) -> None:
       'mistake.',
       examples=['estimator-export freeze --input_saved_model_dir=/models/m/1 '
                 '--output_graph=/tmp/frozen.pb --optimize=all',
+                'estimator-export freeze --input_saved_model_dir=/models/m/1 '
+                '--saved_model_tags=my_model --output_node_names=y '
+                '--output_graph=/tmp/frozen.pb',
                 'estimator-export freeze --input_meta_graph=model.ckpt.meta '
                 '--input_checkpoint=model.ckpt --output_node_names=softmax '
                 '--output_graph=/tmp/frozen.pb',
@@ -78,7 +83,8 @@ def add_freeze_arguments(parser: argparse.ArgumentParser) -> None:
                      '(default: serve)')
   group.add_argument('--output_node_names', default='', metavar='NAMES',
                      help='comma-separated node names whose outputs 0 are frozen; optional '
-                     "with a SavedModel (its signature's outputs by default)")
+                     "with a SavedModel (its signature's outputs by default); with them a "
+                     'SavedModel needs no signature, only --saved_model_tags')
   group.add_argument('--output_graph', required=True, metavar='FILE',
                      help='the frozen binary GraphDef .pb to write (the manifest goes beside '
                      'it)')
@@ -104,9 +110,14 @@ def add_freeze_arguments(parser: argparse.ArgumentParser) -> None:
                        "checkpoints are restored with the MetaGraph's Saver or by variable "
                        'name')
   ours = parser.add_argument_group('estimator-export flags')
-  ours.add_argument('--signature_name', default='serving_default', metavar='NAME',
+  ours.add_argument('--signature_name', default=None, metavar='NAME',
                     help='SavedModel signature whose inputs and outputs are frozen '
-                    '(default: serving_default)')
+                    '(default: serving_default; with --output_node_names no signature is '
+                    'read unless this is given)')
+  ours.add_argument('--input_node_names', default='', metavar='NAMES',
+                    help='comma-separated nodes fed at serving, the inputs of the manifest '
+                    "(default: the signature's inputs, else the Placeholders the output "
+                    'nodes depend on)')
   ours.add_argument('--optimize', default='', metavar='PASSES',
                     help='comma-separated passes: strip_unused, remove_training_nodes, '
                     'fold_constants, fold_batch_norms, or "all" (default: none)')
@@ -142,6 +153,22 @@ def run(args) -> int:
   """Freezes as the parsed flags say; prints a summary; returns the exit code 0."""
   samples = _samples(args.samples)
   from estimator_export import freeze as freeze_lib  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  # The freeze path uses TF1 APIs (loader, convert_variables_to_constants) on purpose;
+  # their deprecation notices are not for the command's user.
+  logger = tf.get_logger()
+  level = logger.level
+  logger.setLevel('ERROR')
+  try:
+    frozen, manifest = _freeze(freeze_lib, args, samples)
+  finally:
+    logger.setLevel(level)
+  _print_summary(args.output_graph, frozen, manifest)
+  return _common.EXIT_OK
+
+
+def _freeze(freeze_lib, args, samples):
+  """freeze_lib.freeze_graph with the flags; FreezeWarnings printed to stderr."""
   options = freeze_lib.FreezeOptions(
       optimizations=_list(args.optimize),
       compression=None if args.compress == 'none' else args.compress,
@@ -160,12 +187,12 @@ def run(args) -> int:
         input_saved_model_dir=args.input_saved_model_dir,
         saved_model_tags=args.saved_model_tags,
         output_node_names=_list(args.output_node_names) or None,
-        signature_name=args.signature_name, options=options)
+        signature_name=args.signature_name, options=options,
+        input_node_names=_list(args.input_node_names) or None)
   for warning in caught:
     if issubclass(warning.category, freeze_lib.FreezeWarning):
       print(f'{_common.PROG} freeze: warning: {warning.message}', file=sys.stderr)
-  _print_summary(args.output_graph, frozen, manifest)
-  return _common.EXIT_OK
+  return frozen, manifest
 
 
 def _print_summary(output_graph: str, frozen, manifest: str) -> None:
@@ -177,6 +204,12 @@ def _print_summary(output_graph: str, frozen, manifest: str) -> None:
     print(f'  output {alias}: {spec["name"]} {spec["dtype"]} {spec["shape"]}')
   if frozen.init_op:
     print(f'  init_op: {frozen.init_op}')
+  if frozen.validation:
+    print(f'  checked on {frozen.validation["samples"]} sample(s): max |diff| '
+          f'{frozen.validation["max_abs_diff"]}')
+  elif not frozen.warnings:
+    print('  not checked against the model: sample inputs cannot be generated for string or '
+          'unknown-rank inputs; pass --samples')
   for step in frozen.optimizations:
     print(f'  {step["name"]}: {step["note"]}; max |diff| {step.get("max_abs_diff")}')
   if frozen.compression:

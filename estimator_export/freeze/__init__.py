@@ -9,6 +9,8 @@ TF 2.15 has no `freeze_graph` command; this module is its replacement, and
     frozen = freeze_graph_fn(lambda is_training: build(is_training), '/tmp/model.ckpt')
     # a SavedModel: outputs come from a signature
     frozen = freeze_saved_model('/models/m/1', signature_name='serving_default')
+    # ... or, as freeze_graph, from a tag set and node names (no SignatureDef needed)
+    frozen = freeze_saved_model('/tmp/tagged/1', tags='my_model', output_node_names='y')
     # an Estimator's PREDICT graph, latest checkpoint
     frozen = freeze_estimator(estimator, serving_input_receiver_fn)
 
@@ -36,7 +38,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Unio
 import tensorflow as tf
 
 from estimator_export._op_libraries import register_serving_op_libraries
-from estimator_export._saved_model import (DEFAULT_SIGNATURE, check_saved_model_dir,
+from estimator_export._saved_model import (DEFAULT_SIGNATURE, read_saved_model,
                                            resolve_checkpoint)
 from estimator_export.errors import (CheckpointNotFoundError, FreezeError, SignatureError,
                                      did_you_mean)
@@ -103,16 +105,40 @@ def _check_checkpoint(checkpoint: Optional[str], model_dir: Optional[str] = None
   return found
 
 
+def _by_alias(graph: tf.Graph, names: Sequence[str]) -> Dict[str, tf.Tensor]:
+  """'a' or 'a:0' -> {'a': tensor a:0}; 'a:1' -> {'a:1': tensor a:1}."""
+  tensors = {}
+  for name in names:
+    alias = graph_lib.node_name(name) if ':' not in name or name.endswith(':0') else name
+    try:
+      tensors[alias] = graph.get_tensor_by_name(graph_lib.tensor_name(name))
+    except (KeyError, ValueError) as e:
+      op = graph.get_operation_by_name(graph_lib.node_name(name))
+      raise FreezeError(f'node {op.name!r} has {len(op.outputs)} output(s)', value=name,
+                        fix=f'use a node name or one of {[t.name for t in op.outputs]}') from e
+  return tensors
+
+
 def _tensors_by_node(graph: tf.Graph, names: Sequence[str]) -> Dict[str, tf.Tensor]:
   graph_lib.check_output_names(graph.as_graph_def(), names)
-  return {graph_lib.node_name(n) if ':' not in n or n.endswith(':0') else n:
-          graph.get_tensor_by_name(graph_lib.tensor_name(n)) for n in names}
+  return _by_alias(graph, names)
 
 
 def _placeholder_inputs(graph: tf.Graph, outputs: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
   needed = graph_lib.reachable(graph.as_graph_def(), [t.op.name for t in outputs.values()])
   return {name: graph.get_tensor_by_name(name + ':0')
           for name in graph_lib.placeholders(graph.as_graph_def(), needed)}
+
+
+def _input_tensors(graph: tf.Graph, outputs: Mapping[str, tf.Tensor],
+                   input_node_names: Union[None, str, Sequence[str]]) -> Dict[str, tf.Tensor]:
+  """Inputs aliased by node name: those named, else the Placeholders the outputs depend on."""
+  names = _names(input_node_names)
+  if not names:
+    return _placeholder_inputs(graph, outputs)
+  graph_lib.check_input_names(graph.as_graph_def(), names,
+                              [t.op.name for t in outputs.values()])
+  return _by_alias(graph, names)
 
 
 def _run_table_inits(session, graph, outputs):
@@ -165,7 +191,8 @@ def _restore_by_assign(session, checkpoint: str) -> None:
 
 def freeze_checkpoint(checkpoint: str, output_node_names: Union[str, Sequence[str]],
                       meta_graph: Optional[str] = None, graph_def: Optional[Any] = None,
-                      options: Optional[FreezeOptions] = None) -> FrozenGraph:
+                      options: Optional[FreezeOptions] = None,
+                      input_node_names: Union[None, str, Sequence[str]] = None) -> FrozenGraph:
   """Freezes a session-mode checkpoint with its graph (freeze_graph's classic use).
 
   Args:
@@ -176,8 +203,8 @@ def freeze_checkpoint(checkpoint: str, output_node_names: Union[str, Sequence[st
     graph_def: a GraphDef proto to use instead of a .meta (variables are then
       restored by name from the checkpoint).
     options: FreezeOptions.
-
-  Inputs are the Placeholders the outputs depend on, aliased by node name.
+    input_node_names: the nodes fed at serving (list or comma-separated),
+      aliased by node name; default: the Placeholders the outputs depend on.
   """
   options = options or FreezeOptions()
   checkpoint = _check_checkpoint(checkpoint, version=options.checkpoint_version)
@@ -204,8 +231,8 @@ def freeze_checkpoint(checkpoint: str, output_node_names: Union[str, Sequence[st
       source = {'kind': 'checkpoint', 'meta_graph': meta_graph}
     _run_table_inits(session, graph, outputs)
     source.update(path=checkpoint, checkpoint=checkpoint, step=_step(checkpoint))
-    return freeze_session(session, _placeholder_inputs(graph, outputs), outputs, source,
-                          options)
+    return freeze_session(session, _input_tensors(graph, outputs, input_node_names), outputs,
+                          source, options)
 
 
 def freeze_graph_fn(build_fn: Callable[..., Tuple[Mapping[str, tf.Tensor],
@@ -254,45 +281,91 @@ def _signature_tensors(graph, signature_def, what: str) -> Tuple[Dict[str, tf.Te
   return result[0], result[1]
 
 
-def freeze_saved_model(export_dir: str, signature_name: str = DEFAULT_SIGNATURE,
+def _check_tag_set(export_dir: str, tags: Sequence[str]) -> None:
+  """FreezeError listing the SavedModel's tag sets unless one equals `tags` (as a set)."""
+  tag_sets = [list(m.meta_info_def.tags) for m in read_saved_model(export_dir).meta_graphs]
+  if any(set(tag_set) == set(tags) for tag_set in tag_sets):
+    return
+  available = [','.join(tag_set) for tag_set in tag_sets]
+  raise FreezeError('the SavedModel has no MetaGraph with this tag set', value=','.join(tags),
+                    fix=f'pass one of its tag sets {available} as saved_model_tags '
+                    f'(--saved_model_tags={available[0] if available else "serve"}).'
+                    + did_you_mean(','.join(tags), available))
+
+
+def _signature_of(meta_graph, graph: tf.Graph, signature_name: str, tags: Sequence[str]):
+  """The SignatureDef `signature_name` of meta_graph; SignatureError saying what else to do."""
+  signatures = meta_graph.signature_def
+  if signature_name in signatures:
+    return signatures[signature_name]
+  if not signatures:
+    likely = graph_lib.likely_outputs(graph.as_graph_def())
+    raise SignatureError(f'the MetaGraph tagged {",".join(tags)!r} has no SignatureDef, so '
+                         'there is no signature to freeze', value=signature_name,
+                         fix='name the outputs with output_node_names (--output_node_names='
+                         f'{",".join(likely[-2:]) or "a,b"}); inputs are then the Placeholders '
+                         f'they depend on. Nodes that look like outputs: {likely}')
+  raise SignatureError('no such signature in the SavedModel', value=signature_name,
+                       fix=f'use one of {sorted(signatures)}, or name the outputs with '
+                       'output_node_names and no signature.'
+                       + did_you_mean(signature_name, signatures))
+
+
+def freeze_saved_model(export_dir: str, signature_name: Optional[str] = None,
                        tags: Union[str, Sequence[str]] = (tf.saved_model.SERVING,),
                        output_node_names: Union[None, str, Sequence[str]] = None,
-                       options: Optional[FreezeOptions] = None) -> FrozenGraph:
-  """Freezes one signature of a TF1-style SavedModel (what an Estimator exports).
+                       options: Optional[FreezeOptions] = None,
+                       input_node_names: Union[None, str, Sequence[str]] = None) -> FrozenGraph:
+  """Freezes a TF1-style SavedModel (what an Estimator or a saved_model.Builder writes).
+
+  The outputs come from a signature, or from node names as in freeze_graph
+  (`--input_saved_model_dir --saved_model_tags --output_node_names`); then the
+  SavedModel needs no SignatureDef at all.
 
   Args:
     export_dir: the SavedModel version directory.
     signature_name: its inputs and outputs become the manifest's (by key).
-    tags: the MetaGraph's tag set (list or comma-separated).
-    output_node_names: instead of the signature's outputs, these nodes.
+      Default: 'serving_default', unless output_node_names are given: then no
+      signature is read.
+    tags: the MetaGraph's tag set (list or comma-separated), e.g. 'serve' or
+      'my_model'; compared as a set.
+    output_node_names: instead of the signature's outputs, these nodes (their
+      outputs 0, aliased by node name).
     options: FreezeOptions.
+    input_node_names: instead of the signature's inputs, these nodes; default
+      without a signature: the Placeholders the outputs depend on.
   """
   options = options or FreezeOptions()
   export_dir = os.fspath(export_dir)
-  check_saved_model_dir(export_dir)
   tags = list(_names(tags))
+  _check_tag_set(export_dir, tags)
+  output_names = _names(output_node_names)
+  if signature_name is None and not output_names:
+    signature_name = DEFAULT_SIGNATURE
   register_serving_op_libraries()
   graph = tf.Graph()
   with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
     try:
       meta_graph = tf.compat.v1.saved_model.loader.load(session, tags, export_dir)
     except RuntimeError as e:
-      raise FreezeError('the SavedModel has no MetaGraph with these tags', value=tags,
+      raise FreezeError('the SavedModel has no MetaGraph with this tag set', value=tags,
                         fix=f'pass the tags of one of its MetaGraphs (estimator-export show '
                         f'--dir {export_dir}); loader said: {e}') from e
-    signatures = meta_graph.signature_def
-    if signature_name not in signatures:
-      raise SignatureError('no such signature in the SavedModel', value=signature_name,
-                           fix=f'use one of {sorted(signatures)}.'
-                           + did_you_mean(signature_name, signatures))
-    inputs, outputs = _signature_tensors(graph, signatures[signature_name],
-                                         f'signature {signature_name!r}')
-    if output_node_names:
-      outputs = _tensors_by_node(graph, _names(output_node_names))
+    signature = None
+    if signature_name is not None:
+      signature = _signature_of(meta_graph, graph, signature_name, tags)
+      inputs, outputs = _signature_tensors(graph, signature, f'signature {signature_name!r}')
+    if output_names:
+      outputs = _tensors_by_node(graph, output_names)
+    if signature is None or _names(input_node_names):
+      inputs = _input_tensors(graph, outputs, input_node_names)
     variables = os.path.join(export_dir, 'variables', 'variables')
     step = _step(variables) if tf.io.gfile.exists(variables + '.index') else None
     source = {'kind': 'saved_model', 'path': export_dir, 'signature': signature_name,
-              'tags': tags, 'step': step, 'method': signatures[signature_name].method_name}
+              'tags': tags, 'step': step,
+              'method': signature.method_name if signature is not None else None}
+    if output_names:
+      source['output_node_names'] = list(output_names)
     return freeze_session(session, inputs, outputs, source, options,
                           graph_lib.asset_feeds_of(meta_graph, export_dir))
 
@@ -342,19 +415,25 @@ def freeze_graph(*, output_graph: str, input_graph: Optional[str] = None,
                  input_saved_model_dir: Optional[str] = None,
                  saved_model_tags: Union[str, Sequence[str]] = tf.saved_model.SERVING,
                  output_node_names: Union[None, str, Sequence[str]] = None,
-                 signature_name: str = DEFAULT_SIGNATURE,
-                 options: Optional[FreezeOptions] = None) -> Tuple[FrozenGraph, str]:
+                 signature_name: Optional[str] = None,
+                 options: Optional[FreezeOptions] = None,
+                 input_node_names: Union[None, str, Sequence[str]] = None
+                 ) -> Tuple[FrozenGraph, str]:
   """freeze_graph's arguments: picks the source, freezes, writes the .pb and manifest.
 
   Exactly one source: input_saved_model_dir; input_meta_graph (+ input_checkpoint);
   input_graph (a GraphDef file, binary if input_binary) + input_checkpoint; or
   input_checkpoint alone (its .meta beside it). Returns (FrozenGraph, manifest path).
+  A SavedModel's outputs come from signature_name (default serving_default) or,
+  as in freeze_graph, from output_node_names with saved_model_tags alone.
+  input_node_names (not a freeze_graph flag) name the fed nodes; default: the
+  signature's inputs, or the Placeholders the outputs depend on.
   freeze_graph's other flags are FreezeOptions: clear_devices, initializer_nodes,
   variable_names_whitelist, variable_names_denylist and checkpoint_version.
   """
   if input_saved_model_dir:
     frozen = freeze_saved_model(input_saved_model_dir, signature_name, saved_model_tags,
-                                output_node_names, options)
+                                output_node_names, options, input_node_names)
   else:
     if not output_node_names:
       raise FreezeError('output_node_names is required for checkpoint and graph inputs',
@@ -368,7 +447,7 @@ def freeze_graph(*, output_graph: str, input_graph: Optional[str] = None,
     if input_graph and not input_meta_graph:
       graph_def = _read_graph_def(input_graph, input_binary)
     frozen = freeze_checkpoint(input_checkpoint, output_node_names, input_meta_graph,
-                               graph_def, options)
+                               graph_def, options, input_node_names)
   return frozen, frozen.save(output_graph)
 
 

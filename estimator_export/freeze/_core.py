@@ -399,7 +399,9 @@ def freeze_session(session: tf.compat.v1.Session, inputs: Mapping[str, tf.Tensor
 
   if reference is not None and not training:
     got = _run_frozen(frozen, result, feeds)
-    frozen.validation = {'samples': int(next(iter(feeds.values())).shape[0]) if feeds else 0,
+    # The batch size of the first batched input (scalar inputs, e.g. a temperature, have none).
+    batched = [v.shape[0] for v in feeds.values() if v.ndim]
+    frozen.validation = {'samples': int(batched[0]) if batched else (1 if feeds else 0),
                          'rtol': options.rtol, 'atol': options.atol,
                          'max_abs_diff': passes_lib.compare_outputs(
                              reference, got, options.rtol, options.atol,

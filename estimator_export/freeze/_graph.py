@@ -76,16 +76,21 @@ def consumers(graph_def) -> Dict[str, List[str]]:
   return users
 
 
-def reachable(graph_def, dest_names: Iterable[str]) -> Set[str]:
-  """Names of the nodes `dest_names` depend on (themselves included)."""
+def reachable(graph_def, dest_names: Iterable[str], stop: Iterable[str] = ()) -> Set[str]:
+  """Names of the nodes `dest_names` depend on (themselves included).
+
+  Nodes named in `stop` are included but not followed (fed inputs cut the graph there).
+  """
   by_name = {n.name: n for n in graph_def.node}
+  stop = {node_name(s) for s in stop}
   seen, stack = set(), [node_name(d) for d in dest_names]
   while stack:
     name = stack.pop()
     if name in seen or name not in by_name:
       continue
     seen.add(name)
-    stack.extend(node_name(i) for i in by_name[name].input)
+    if name not in stop:
+      stack.extend(node_name(i) for i in by_name[name].input)
   return seen
 
 
@@ -125,6 +130,37 @@ def check_output_names(graph_def, names: Sequence[str]) -> None:
       raise FreezeError('output node not in the graph', value=name,
                         fix=f'use node names of this graph.{hint} Nodes that look like '
                         f'outputs (nothing consumes them): {likely_outputs(graph_def)}')
+
+
+def check_input_names(graph_def, names: Sequence[str], output_nodes: Sequence[str]) -> None:
+  """Raises FreezeError unless `names` are nodes that feed the outputs, and all they need.
+
+  Each name must be a node of the graph ("did you mean" otherwise) that the
+  outputs depend on; and every Placeholder the outputs depend on, once the
+  graph is cut at these inputs, must be among them (else it would need a feed
+  nobody gives).
+  """
+  needed = reachable(graph_def, output_nodes)
+  wanted = placeholders(graph_def, needed)
+  known = [n.name for n in graph_def.node]
+  known_set = set(known)
+  for name in names:
+    if node_name(name) not in known_set:
+      raise FreezeError('input node not in the graph', value=name,
+                        fix=f'use node names of this graph.{did_you_mean(node_name(name), known)}'
+                        f' Placeholders the outputs depend on: {wanted}')
+    if node_name(name) not in needed:
+      raise FreezeError('the outputs do not depend on this input node', value=name,
+                        fix=f'leave it out of input_node_names; Placeholders the outputs '
+                        f'depend on: {wanted}')
+  given = {node_name(n) for n in names}
+  cut = reachable(graph_def, output_nodes, stop=given)
+  missing = [p for p in placeholders(graph_def, cut) if p not in given]
+  if missing:
+    raise FreezeError('the outputs also depend on Placeholders that are not input nodes',
+                      value=missing, fix='add them to input_node_names (--input_node_names), '
+                      'or leave input_node_names out to take every Placeholder the outputs '
+                      'depend on')
 
 
 def training_mode_nodes(graph_def, among: Optional[Set[str]] = None) -> List[Tuple[str, str]]:
