@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import estimator_export as ee
+from estimator_export.freeze import _passes as passes_lib
 from examples import freeze_inference_graph
 from examples import freeze_saved_model
 from examples import freeze_session_model
@@ -88,8 +89,7 @@ def test_tagged_saved_model_without_signature_frozen_from_the_cli(tmp_path):
   assert manifest['inputs'] == {'x': {'name': 'x:0', 'dtype': 'float32', 'shape': [-1, 4]}}
   assert sorted(manifest['outputs']) == ['class_id', 'probabilities']
   assert manifest['source']['tags'] == ['my_model'] and manifest['source']['signature'] is None
-  assert [s['name'] for s in manifest['optimizations']] == [
-      'strip_unused', 'remove_training_nodes', 'fold_constants', 'fold_batch_norms']
+  assert [s['name'] for s in manifest['optimizations']] == list(passes_lib.PASSES)
   assert 'checked on 2 sample(s)' in result['cli_output']
   np.testing.assert_allclose(result['frozen']['probabilities'],
                              result['saved']['probabilities'], rtol=1e-6, atol=1e-7)
