@@ -35,7 +35,7 @@ class FreezeOptions:
   Attributes:
     optimizations: pass names, applied in this order: 'strip_unused',
       'remove_training_nodes', 'fold_constants', 'fold_shapes', 'fuse_dense',
-      'fold_batch_norms', 'fold_scales' (or 'all').
+      'fold_batch_norms', 'fold_scales', 'prune_rows' (or 'all').
     compression: None, 'fp16' or 'int8' (weights of >= min_compress_elements).
     samples: input alias (or tensor name) -> array, to compare the frozen graph
       with the model; None: generated from the input shapes (random floats,

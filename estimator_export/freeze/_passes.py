@@ -12,6 +12,7 @@ a new GraphDef; the input proto is never modified.
   fold_batch_norms       fold BatchNorm (fused, or Mul+Add after folding) and
                          BiasAdd into the weights of the Conv2D/MatMul before it
   fold_scales            divisions by constants, attention score scales (_rewrites)
+  prune_rows             only the sequence position a slice reads (_prune_rows)
 """
 from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
@@ -21,14 +22,16 @@ import tensorflow as tf
 from estimator_export import validate as validate_lib
 from estimator_export.errors import FreezeError
 from estimator_export.freeze import _graph as graph_lib
+from estimator_export.freeze import _prune_rows as prune_rows_lib
 from estimator_export.freeze import _rewrites as rewrites_lib
 
 PASSES = ('strip_unused', 'remove_training_nodes', 'fold_constants', 'fold_shapes',
-          'fuse_dense', 'fold_batch_norms', 'fold_scales')
+          'fuse_dense', 'fold_batch_norms', 'fold_scales', 'prune_rows')
 # The passes of _rewrites (see there): name -> (function, what its count counts).
 _REWRITES = {'fold_shapes': (rewrites_lib.fold_shapes, 'Reshapes/Transposes simplified'),
              'fuse_dense': (rewrites_lib.fuse_dense, 'dense layers now MatMul+BiasAdd'),
-             'fold_scales': (rewrites_lib.fold_scales, 'scales folded')}
+             'fold_scales': (rewrites_lib.fold_scales, 'scales folded'),
+             'prune_rows': (prune_rows_lib.prune_rows, 'ops now at the one position read')}
 
 _CONTROL_FLOW_OPS = frozenset({'Enter', 'Exit', 'Merge', 'Switch', 'NextIteration', 'LoopCond',
                                'RefEnter', 'RefExit', 'RefMerge', 'RefSwitch'})
