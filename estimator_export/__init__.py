@@ -18,7 +18,7 @@ _EXPORTS: Dict[str, str] = {}
 for _module, _names in {
     'errors': ('CheckpointNotFoundError', 'ConfigError', 'ContractError', 'EstimatorExportError',
                'ExportDirError', 'ExportError', 'FeatureError', 'FreezeError', 'ReceiverError',
-               'SignatureError', 'ValidationError', 'VersionExistsError'),
+               'SignatureError', 'TagSetError', 'ValidationError', 'VersionExistsError'),
     'export': ('ExportOptions', 'ExportResult', 'apply_retention', 'export_for_serving',
                'numeric_versions', 'read_manifest'),
     'exporters': ('ServingExporter',),
@@ -35,6 +35,7 @@ for _module, _names in {
                   'build_image_receiver_fn', 'build_raw_receiver_fn', 'build_text_receiver_fn'),
     'servability': ('ServabilityReport', 'UnservableGraphError', 'assert_servable',
                     'check_servability'),
+    'tag_sets': ('MetaGraphSpec',),
 }.items():
   for _name in _names:
     _EXPORTS[_name] = _module

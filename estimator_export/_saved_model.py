@@ -5,6 +5,7 @@ Every other module reads SavedModels through here, so each rule exists once:
     check_saved_model_dir(path)        # ContractError unless path holds saved_model.pb(txt)
     read_saved_model(path)             # the SavedModel proto (binary or text)
     serve_signature_defs(path)         # signature name -> SignatureDef of the {serve} graph
+    find_meta_graph(proto, 'serve,gpu', path)  # the MetaGraph tagged exactly {serve, gpu}
     numeric_versions(base)             # [1, 2, 10]: what TF Serving would load
     read_manifest(path)                # assets.extra/export_manifest.json, or {}
     resolve_checkpoint(model_dir, ckpt)
@@ -20,14 +21,15 @@ another module of this package except `errors`.
 """
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Union
 
 import tensorflow as tf
 from google.protobuf import message as message_lib
 from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from estimator_export.errors import CheckpointNotFoundError, ContractError, SignatureError
+from estimator_export.errors import (CheckpointNotFoundError, ContractError, SignatureError,
+                                     did_you_mean)
 
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # 'serving_default'
 SERVE_TAG = tf.saved_model.SERVING  # 'serve'
@@ -131,6 +133,58 @@ def serve_meta_graph(saved_model: saved_model_pb2.SavedModel) -> meta_graph_pb2.
 def serve_signature_defs(export_dir: str) -> Dict[str, meta_graph_pb2.SignatureDef]:
   """Signature name -> SignatureDef of the export's {serve} MetaGraph."""
   return dict(serve_meta_graph(read_saved_model(export_dir)).signature_def)
+
+
+# ----- tag sets -----
+
+TagSet = Union[str, Sequence[str]]
+
+
+def parse_tag_set(tag_set: TagSet) -> FrozenSet[str]:
+  """'serve,gpu' or ['serve', 'gpu'] -> frozenset({'serve', 'gpu'}); blank entries dropped.
+
+  The spelling of `saved_model_cli --tag_set` (and of `show`, `diff` and
+  `validate --tag_set`): comma-separated, order and surrounding spaces ignored.
+  """
+  parts = tag_set.split(',') if isinstance(tag_set, str) else list(tag_set)
+  return frozenset(part.strip() for part in parts if part.strip())
+
+
+def tag_key(tags: Iterable[str]) -> str:
+  """The canonical name of a tag-set: its tags sorted and comma-joined ('gpu,serve')."""
+  return ','.join(sorted(set(tags)))
+
+
+def find_meta_graph(saved_model: saved_model_pb2.SavedModel, tag_set: TagSet,
+                    saved_model_dir: str) -> meta_graph_pb2.MetaGraphDef:
+  """The MetaGraphDef whose tags equal `tag_set` as a set, as every loader matches them.
+
+  Raises:
+    ContractError: no MetaGraph has exactly these tags; the message lists the
+      tag-sets the SavedModel has.
+  """
+  wanted = parse_tag_set(tag_set)
+  for meta_graph in saved_model.meta_graphs:
+    if frozenset(meta_graph.meta_info_def.tags) == wanted:
+      return meta_graph
+  available = sorted(tag_key(mg.meta_info_def.tags) for mg in saved_model.meta_graphs)
+  requested = tag_key(wanted)
+  listing = ', '.join(repr(key) for key in available) or 'none'
+  raise ContractError(f'no MetaGraphDef with this tag-set in {saved_model_dir!r}',
+                      value=requested,
+                      fix=f'use one of the tag-sets: {listing}.'
+                      + did_you_mean(requested, available))
+
+
+def signature_defs(export_dir: str, tag_set: TagSet = SERVE_TAG
+                  ) -> Dict[str, meta_graph_pb2.SignatureDef]:
+  """Signature name -> SignatureDef of the MetaGraph tagged exactly `tag_set`.
+
+  Raises:
+    ContractError: not a SavedModel directory, or no MetaGraph with this tag-set
+      (see find_meta_graph).
+  """
+  return dict(find_meta_graph(read_saved_model(export_dir), tag_set, export_dir).signature_def)
 
 
 # ----- versions -----
@@ -360,8 +414,9 @@ def checkpoint_step(checkpoint_path: str) -> int:
 
 __all__: Sequence[str] = (
     'CLASSIFY_METHOD', 'DEFAULT_SIGNATURE', 'PREDICT_METHOD', 'REGRESS_METHOD', 'SERVE_TAG',
-    'check_saved_model_dir', 'checkpoint_step', 'copy_tree', 'fsync_dir', 'fsync_tree',
-    'is_local_path', 'local_os_path', 'newest_version_dir', 'normalize_path',
-    'numeric_versions', 'read_manifest', 'read_saved_model', 'remove_version_dir',
-    'resolve_checkpoint', 'saved_model_file', 'serve_meta_graph', 'serve_signature_defs',
-    'version_names', 'write_manifest', 'write_saved_model')
+    'TagSet', 'check_saved_model_dir', 'checkpoint_step', 'copy_tree', 'find_meta_graph',
+    'fsync_dir', 'fsync_tree', 'is_local_path', 'local_os_path', 'newest_version_dir',
+    'normalize_path', 'numeric_versions', 'parse_tag_set', 'read_manifest', 'read_saved_model',
+    'remove_version_dir', 'resolve_checkpoint', 'saved_model_file', 'serve_meta_graph',
+    'serve_signature_defs', 'signature_defs', 'tag_key', 'version_names', 'write_manifest',
+    'write_saved_model')

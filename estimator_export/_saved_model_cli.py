@@ -4,7 +4,7 @@ Private: `contract.show` is the public entry. No graph is imported and no sessio
 made. Also the tag-set look-up and dtype/shape naming `contract` shares.
 """
 import collections
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
@@ -12,46 +12,19 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow.core.protobuf import struct_pb2
 
-from estimator_export._saved_model import read_saved_model
+# The tag-set rules live once, in _saved_model (validate and diff select by them too).
+from estimator_export._saved_model import TagSet, read_saved_model, tag_key  # pylint: disable=unused-import
+from estimator_export._saved_model import find_meta_graph as _find_meta_graph
 from estimator_export.errors import ContractError, did_you_mean
 
 # SignatureDefs TF2 writes for its own bookkeeping; TF Serving never serves them.
 INTERNAL_SIGNATURE_PREFIX = '__saved_model_'
 _CALL_OPS = ('PartitionedCall', 'StatefulPartitionedCall')
 
-TagSet = Union[str, Sequence[str]]
-
 
 # ----------------------------------------------------------------------------
 # Tag-set and signature look-up.
 # ----------------------------------------------------------------------------
-
-
-def _requested_tags(tag_set: TagSet) -> frozenset:
-  """'serve,gpu' or ['serve', 'gpu'] -> frozenset; empty entries are dropped."""
-  parts = tag_set.split(',') if isinstance(tag_set, str) else list(tag_set)
-  return frozenset(part.strip() for part in parts if part.strip())
-
-
-def tag_key(tags: Iterable[str]) -> str:
-  """The canonical name of a tag-set: its tags sorted and comma-joined."""
-  return ','.join(sorted(set(tags)))
-
-
-def _find_meta_graph(saved_model: saved_model_pb2.SavedModel, tag_set: TagSet,
-                     saved_model_dir: str) -> meta_graph_pb2.MetaGraphDef:
-  """The MetaGraphDef whose tags equal `tag_set` (order-insensitive)."""
-  wanted = _requested_tags(tag_set)
-  for meta_graph in saved_model.meta_graphs:
-    if frozenset(meta_graph.meta_info_def.tags) == wanted:
-      return meta_graph
-  available = sorted(tag_key(mg.meta_info_def.tags) for mg in saved_model.meta_graphs)
-  requested = tag_key(wanted)
-  listing = ', '.join(repr(key) for key in available) or 'none'
-  raise ContractError(f'no MetaGraphDef with this tag-set in {saved_model_dir!r}',
-                      value=requested,
-                      fix=f'use one of the tag-sets: {listing}.'
-                      + did_you_mean(requested, available))
 
 
 def _find_signature(meta_graph: meta_graph_pb2.MetaGraphDef, signature_def: str,

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from estimator_export._saved_model import read_saved_model
+from estimator_export._saved_model import TagSet, find_meta_graph, read_saved_model
 from estimator_export._saved_model_cli import (INTERNAL_SIGNATURE_PREFIX, dtype_name,
                                               shape_dims, shape_text, tag_key)
 from estimator_export._saved_model_cli import show
@@ -36,7 +36,7 @@ _ENCODINGS = {'name': 'dense', 'coo_sparse': 'sparse', 'composite_tensor': 'comp
 # ----------------------------------------------------------------------------
 
 
-def contract(saved_model_dir: str) -> Dict[str, Any]:
+def contract(saved_model_dir: str, tag_set: Optional[TagSet] = None) -> Dict[str, Any]:
   """Returns the serving contract of a SavedModel as plain JSON-able data.
 
   Every mapping is built in sorted key order, so `json.dumps` gives the same
@@ -71,19 +71,26 @@ def contract(saved_model_dir: str) -> Dict[str, Any]:
 
   Args:
     saved_model_dir: the SavedModel (version) directory.
+    tag_set: only the MetaGraph tagged exactly this ('serve,gpu' or
+      ['serve', 'gpu'], order ignored, as `show`); None: every MetaGraph.
 
   Returns:
     The contract dict; `json.dumps` accepts it as is.
 
   Raises:
-    ContractError: see `read_saved_model`.
+    ContractError: see `read_saved_model`; or no MetaGraph has `tag_set`
+      (the message lists the tag-sets there are).
   """
   saved_model = read_saved_model(saved_model_dir)
-  by_tag_set = {tag_key(mg.meta_info_def.tags): mg for mg in saved_model.meta_graphs}
+  if tag_set is None:
+    meta_graphs = list(saved_model.meta_graphs)
+  else:
+    meta_graphs = [find_meta_graph(saved_model, tag_set, saved_model_dir)]
+  by_tag_set = {tag_key(mg.meta_info_def.tags): mg for mg in meta_graphs}
   return {
       'contract_version': CONTRACT_VERSION,
       'signatures': {key: _meta_graph_contract(by_tag_set[key]) for key in sorted(by_tag_set)},
-      'tag_sets': sorted(sorted(set(mg.meta_info_def.tags)) for mg in saved_model.meta_graphs),
+      'tag_sets': sorted(sorted(set(mg.meta_info_def.tags)) for mg in meta_graphs),
   }
 
 
@@ -144,9 +151,21 @@ class Change:
     return f'{label} {self.path}: {self.description}'
 
 
-def diff(old_dir: str, new_dir: str) -> List[Change]:
-  """The changes from the contract of `old_dir` to that of `new_dir`."""
-  return diff_contracts(contract(old_dir), contract(new_dir))
+def diff(old_dir: str, new_dir: str, tag_set: Optional[TagSet] = None) -> List[Change]:
+  """The changes from the contract of `old_dir` to that of `new_dir`.
+
+  Args:
+    old_dir, new_dir: SavedModel (version) directories.
+    tag_set: compare only the MetaGraphs tagged exactly this (the one a server
+      started with `--saved_model_tags` loads); both exports must have it.
+      None: every tag-set (one missing from the new export is a breaking
+      change).
+
+  Raises:
+    ContractError: see `contract`; with `tag_set`, either export lacks it (the
+      message names the directory and lists its tag-sets).
+  """
+  return diff_contracts(contract(old_dir, tag_set), contract(new_dir, tag_set))
 
 
 def diff_contracts(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[Change]:

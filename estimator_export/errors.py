@@ -50,6 +50,10 @@ class SignatureError(ExportError, ValueError):
   """export_outputs or signatures that TF Serving would reject or never see."""
 
 
+class TagSetError(ExportError, ValueError):
+  """A MetaGraph tag set to export is malformed (empty, a blank tag, given twice)."""
+
+
 class CheckpointNotFoundError(ExportError, FileNotFoundError):
   """No checkpoint to export from."""
 

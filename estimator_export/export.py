@@ -78,6 +78,7 @@ import tensorflow as tf
 from estimator_export import outputs as outputs_lib
 from estimator_export import receivers as receivers_lib
 from estimator_export import servability
+from estimator_export import tag_sets as tag_sets_lib
 from estimator_export import validate as validate_lib
 from estimator_export import warmup as warmup_lib
 from estimator_export._saved_model import (checkpoint_step, copy_tree, fsync_dir, fsync_tree,
@@ -92,7 +93,6 @@ from estimator_export._staging import (STAGING_PREFIX, STALE_STAGING_SECONDS,  #
                                        staging_is_stale, staging_name)
 from estimator_export.errors import (ExportDirError, ExportError,
                                      SignatureError, VersionExistsError, did_you_mean)
-from estimator_export.predictor import Predictor
 
 logger = logging.getLogger('estimator_export')
 
@@ -128,6 +128,9 @@ class ExportOptions:
       against what the real TF Serving 2.15.1 links (TF 2.15 + TF Text
       2.12.1); an op it lacks fails the export (UnservableGraphError) and
       nothing is published.
+    tag_sets: the MetaGraphs to write, sharing one variables directory, e.g.
+      ('serve', 'serve,gpu') or {'serve': None, 'serve,gpu': ['predict']}
+      (tag set -> signatures; None: all). See estimator_export.tag_sets.
   """
   version: Union[int, str] = 'step'
   on_collision: str = 'error'
@@ -144,8 +147,10 @@ class ExportOptions:
   model_name: str = 'default'
   signature_aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
   check_servable: bool = False
+  tag_sets: tag_sets_lib.TagSetsArg = tag_sets_lib.DEFAULT_TAG_SETS
 
   def __post_init__(self):
+    object.__setattr__(self, 'tag_sets', tag_sets_lib.normalize_tag_sets(self.tag_sets))
     if not (isinstance(self.version, int) and self.version >= 0) and self.version not in (
         'step', 'timestamp'):
       raise ExportError('bad export version', value=self.version,
@@ -179,6 +184,8 @@ class ExportResult:
   deleted_versions: Sequence[int] = ()
   # Stale staging directories (and, non-local, partial versions) this export removed.
   removed_staging: Sequence[str] = ()
+  # Tag key ('gpu,serve') -> the signatures of that MetaGraph.
+  tag_sets: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
 
 
 def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
@@ -235,31 +242,35 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
                                            checkpoint_path=ckpt)
     written = written.decode() if isinstance(written, bytes) else written
     aliases = dict(options.signature_aliases)
-    sig_defs, removed = _settle_signatures(written, serving_input_receiver_fn, aliases)
-    signatures = {name: sig_defs[name].method_name for name in sorted(sig_defs)}
+    sig_defs, removed = _settle_signatures(written, serving_input_receiver_fn, aliases,
+                                           options.tag_sets)
+    layout = tag_sets_lib.plan(options.tag_sets, sig_defs)
+    signatures = {name: sig_defs[name].method_name for name in layout.written}
     logger.info('export: signatures %s', ', '.join(signatures))
     spec = serving_input_receiver_fn.feature_spec
     kinds = validate_lib.kinds_of(serving_input_receiver_fn)
     feeds = validate_lib.sample_feeds(
         {n: s for n, s in sig_defs.items() if n not in aliases}, spec, samples, kinds)
     feeds.update({alias: feeds[target] for alias, target in aliases.items()})
-    logs = _warmup_logs(sig_defs, feeds, options) if options.warmup else []
+    logs = (_warmup_logs(layout.warmup_signature_defs(sig_defs), feeds, options)
+            if options.warmup else [])
     if logs:
       warmup_lib.write_warmup_requests(written, logs)
       logger.info('export: wrote %d warmup request(s)', len(logs))
     if options.validate:
       logger.info('export: validating %d signature(s)', len(signatures))
-      with Predictor.from_saved_model(written) as predictor:
-        outputs = validate_lib.run_signatures(predictor, feeds)
-        for alias, target in aliases.items():
+      # Each MetaGraph loaded by its tags; the warmup file replayed as TF Serving will.
+      outputs = tag_sets_lib.run_every_tag_set(
+          written, layout, feeds, options.rtol, options.atol,
+          warmup_lib.read_warmup_requests(written) if logs else None)
+      for alias, target in aliases.items():
+        if alias in outputs and target in outputs:
           validate_lib.check_same_outputs(outputs.pop(alias), outputs[target], alias, target)
-        validate_lib.check_consistency(outputs, options.rtol, options.atol, kinds)
-        if samples is not None and options.parity:
-          compared = validate_lib.check_parity(estimator, ckpt, spec, samples, outputs,
-                                               options.rtol, options.atol, kinds)
-          logger.info('export: parity with estimator.predict on %d output(s)', compared)
-        if logs:  # Replay the file exactly as TF Serving will read it.
-          warmup_lib.replay_warmup(predictor, warmup_lib.read_warmup_requests(written))
+      validate_lib.check_consistency(outputs, options.rtol, options.atol, kinds)
+      if samples is not None and options.parity:
+        compared = validate_lib.check_parity(estimator, ckpt, spec, samples, outputs,
+                                             options.rtol, options.atol, kinds)
+        logger.info('export: parity with estimator.predict on %d output(s)', compared)
     if options.check_servable:
       logger.info('export: %s', servability.assert_servable(written))
     manifest_path = _write_manifest(written, estimator, ckpt, step, version, spec, signatures,
@@ -282,7 +293,7 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
                       manifest_path=manifest_path.replace(written, final, 1),
                       validated=options.validate, warmup_records=len(logs),
                       removed_signatures=tuple(removed), deleted_versions=tuple(deleted),
-                      removed_staging=tuple(cleaned))
+                      removed_staging=tuple(cleaned), tag_sets=layout.as_dict())
 
 
 # ----- checkpoint, version, directories -----
@@ -488,7 +499,8 @@ def apply_retention(base: str, keep: Optional[int], keep_best_by: Optional[str] 
 # ----- signatures -----
 
 def _settle_signatures(export_dir: str, receiver_fn: receivers_lib.ServingReceiverFn,
-                       aliases: Optional[Mapping[str, str]] = None):
+                       aliases: Optional[Mapping[str, str]] = None,
+                       tag_sets: tag_sets_lib.TagSetsArg = tag_sets_lib.DEFAULT_TAG_SETS):
   """Checks the exported signatures against the plan; removes misfed ones; adds aliases."""
   proto = read_saved_model(export_dir)
   mg = serve_meta_graph(proto)
@@ -527,7 +539,7 @@ def _settle_signatures(export_dir: str, receiver_fn: receivers_lib.ServingReceiv
                            fix=f'the export has {sorted(mg.signature_def)}' +
                            did_you_mean(target, mg.signature_def))
     mg.signature_def[alias].CopyFrom(mg.signature_def[target])
-  write_saved_model(export_dir, proto)
+  write_saved_model(export_dir, tag_sets_lib.retagged(proto, mg, tag_sets))
   return dict(mg.signature_def), removed
 
 
@@ -564,6 +576,7 @@ def _write_manifest(export_dir, estimator, ckpt, step, version, spec, signatures
       'label_vocabulary': list(label_vocabulary) if label_vocabulary is not None else None,
       'metrics': {k: float(v) for k, v in (metrics or {}).items()},
       'validated': options.validate,
+      'tag_sets': tag_sets_lib.plan(options.tag_sets, signatures).as_dict(),
   }
   return write_manifest(export_dir, manifest)
 

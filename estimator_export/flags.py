@@ -21,7 +21,8 @@ from typing import Tuple
 
 from absl import flags
 
-from estimator_export.errors import ExportError, did_you_mean
+from estimator_export import tag_sets as tag_sets_lib
+from estimator_export.errors import ExportError, TagSetError, did_you_mean
 from estimator_export.export import ExportOptions
 
 FORMATS = ('raw', 'example', 'text', 'image')
@@ -79,6 +80,12 @@ def define_export_flags(flag_values: flags.FlagValues, export_dir_default: str =
                     'Before publishing, check that TF Serving 2.15.1 has every op the export '
                     'uses (TF 2.15 + TF Text 2.12.1); fail the export if not.',
                     flag_values=flag_values)
+  flags.DEFINE_multi_string('export_tag_sets', ['serve'],
+                            'One MetaGraph per value, all sharing one variables directory: '
+                            'TAGS (comma-separated; every signature) or TAGS=SIGNATURE,... '
+                            '(those signatures), e.g. --export_tag_sets=serve '
+                            '--export_tag_sets=serve,gpu. TF Serving loads one with '
+                            '--saved_model_tags=TAGS.', flag_values=flag_values)
   flags.DEFINE_float('export_rtol', 1e-4, 'Relative tolerance of export parity checks.',
                      flag_values=flag_values)
   flags.DEFINE_float('export_atol', 1e-5, 'Absolute tolerance of export parity checks.',
@@ -105,8 +112,13 @@ def export_settings_from_flags(flag_values: flags.FlagValues) -> ExportSettings:
       raise ExportError('bad --export_version', value=version,
                         fix="give a non-negative integer, 'step' or 'timestamp'")
     version = int(version)
+  try:
+    tag_sets = tag_sets_lib.normalize_tag_sets(
+        [tag_sets_lib.parse_tag_set_flag(text) for text in fv.export_tag_sets])
+  except TagSetError as e:
+    raise TagSetError(f'--export_tag_sets: {e.what}', value=e.value, fix=e.fix) from e
   options = ExportOptions(
-      version=version, on_collision=fv.export_on_collision,
+      version=version, tag_sets=tag_sets, on_collision=fv.export_on_collision,
       keep=fv.exports_to_keep or None,
       keep_best_by=fv.export_keep_best_by if fv.exports_to_keep else None,
       higher_is_better=fv.export_higher_is_better,

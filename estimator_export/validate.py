@@ -245,14 +245,33 @@ def assert_close(expected, actual, what: str, against: str, rtol: float, atol: f
 
 
 def validate_export(export_dir: str, samples: Optional[Mapping[str, Any]] = None,
-                    rtol: float = 1e-4, atol: float = 1e-5) -> Dict[str, Dict[str, tuple]]:
-  """Runs every signature of an export; returns name -> output key -> shape."""
-  sig_defs = saved_model_lib.serve_signature_defs(export_dir)  # Checks the directory first.
+                    rtol: float = 1e-4, atol: float = 1e-5,
+                    tag_set: saved_model_lib.TagSet = saved_model_lib.SERVE_TAG
+                    ) -> Dict[str, Dict[str, tuple]]:
+  """Runs every signature of one MetaGraph of an export; returns name -> output key -> shape.
+
+  Args:
+    export_dir: the SavedModel (version) directory.
+    samples: feature name or input key -> rows (see sample_feeds).
+    rtol, atol: tolerance of the comparison of the raw and tf.Example paths.
+    tag_set: the MetaGraph's tags ('serve,gpu' or ['serve', 'gpu'], order
+      ignored); the default is the one TF Serving loads by default.
+
+  Raises:
+    ContractError: not a SavedModel, or no MetaGraph tagged exactly `tag_set`
+      (the message lists the tag-sets there are).
+    ValidationError: a signature failed, or the paths disagree.
+  """
+  # Checks the directory and the tag-set first.
+  sig_defs = saved_model_lib.signature_defs(export_dir, tag_set)
   manifest = saved_model_lib.read_manifest(export_dir)
   spec = FeatureSpec.from_json(manifest['features']) if manifest.get('features') else None
   kinds = {receiver_of(n): guess_kind(sig) for n, sig in sig_defs.items()
            if n.split(':')[-1] == outputs_lib.DEFAULT_KEY}
-  with Predictor.from_saved_model(export_dir) as predictor:
+  first = (outputs_lib.DEFAULT_KEY if outputs_lib.DEFAULT_KEY in sig_defs or not sig_defs
+           else min(sig_defs))
+  with Predictor.from_saved_model(export_dir, signature_name=first,
+                                  tags=sorted(saved_model_lib.parse_tag_set(tag_set))) as predictor:
     results = run_signatures(predictor, sample_feeds(sig_defs, spec, samples))
   check_consistency(results, rtol, atol, kinds)
   return {name: {k: np.shape(v) for k, v in out.items()} for name, out in results.items()}

@@ -290,7 +290,6 @@ class TestServeFlags:
   @pytest.mark.parametrize('flag, name', [
       ('--platform_config_file=/p.config', 'platform_config_file'),
       ('--prefer_tflite_model', 'prefer_tflite_model'),
-      ('--saved_model_tags=serve,gpu', 'saved_model_tags'),
       ('--enable_grpc_healthcheck_service=true', 'enable_grpc_healthcheck_service'),
   ])
   def test_refused_flags_name_themselves(self, flag, name):

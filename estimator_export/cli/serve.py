@@ -97,8 +97,8 @@ FLAGS: Dict[str, Flag] = {
                                  'the embedded server has the TensorFlow platform only'),
     'per_process_gpu_memory_fraction': Flag(float, 0.0, IMPLEMENTED, 'GPU memory share of each '
                                             'session (0: TensorFlow chooses).'),
-    'saved_model_tags': Flag(str, 'serve', REFUSED, 'Comma-separated tags of the MetaGraph to '
-                             'load.', 'the embedded server loads the "serve" MetaGraph'),
+    'saved_model_tags': Flag(str, 'serve', IMPLEMENTED, 'Comma-separated tags of the MetaGraph '
+                             'to load; a version without it fails to load.'),
     'grpc_channel_arguments': Flag(str, '', IMPLEMENTED, 'Comma-separated key=value gRPC server '
                                    'arguments (e.g. grpc.max_connection_age_ms=2000).'),
     'grpc_max_threads': Flag(int, _CPUS, IMPLEMENTED, 'Threads handling gRPC requests '

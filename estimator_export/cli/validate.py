@@ -5,15 +5,20 @@ from estimator_export.cli import _common
 def add_parser(subparsers) -> None:
   parser = _common.add_command(
       subparsers, 'validate', summary='run every signature of an export on sample inputs',
-      description='Loads the export, runs each signature on the given samples (or on inputs '
+      description="Loads one MetaGraph of the export (--tag_set; by default the 'serve' one "
+      'TF Serving loads), runs each of its signatures on the given samples (or on inputs '
       "built from the export's manifest and signatures), and checks that the raw-tensor and "
       'tf.Example paths of the same model agree within the tolerances. Exit 0 when every '
       'signature ran and agreed, 2 otherwise.',
       examples=['estimator-export validate --dir /models/classifier/1000',
                 'estimator-export validate --dir /models/classifier/1000 '
                 '--samples \'{"x": [[1.0, 2.0, 3.0]], "n": [1]}\' --rtol 1e-4',
-                'estimator-export validate --dir /models/classifier/1000 --samples @samples.json'])
+                'estimator-export validate --dir /models/classifier/1000 --samples @samples.json',
+                'estimator-export validate --dir /models/classifier/1000 --tag_set serve,gpu'])
   _common.add_dir_argument(parser)
+  parser.add_argument('--tag_set', metavar='TAGS', default='serve',
+                      help='comma-separated tag-set of the MetaGraph to run, as show --tag_set '
+                      "and the server's --saved_model_tags (default: serve)")
   parser.add_argument('--samples', metavar='JSON',
                       help='sample inputs as a JSON object of feature name -> list of rows, '
                       'or @file.json (default: values from the manifest or zeros)')
@@ -30,7 +35,8 @@ def run(args) -> int:
     raise _common.UsageError(f'--samples must be a JSON object of feature name -> rows: got '
                              f'a {type(samples).__name__}. Fix: pass {{"x": [[1.0, 2.0]]}}')
   from estimator_export import validate  # pylint: disable=g-import-not-at-top
-  report = validate.validate_export(args.dir, samples=samples, rtol=args.rtol, atol=args.atol)
+  report = validate.validate_export(args.dir, samples=samples, rtol=args.rtol, atol=args.atol,
+                                    tag_set=args.tag_set)
   for name, shapes in report.items():
     print(f'{name}: ok ' + ', '.join(f'{k}{list(v)}' for k, v in sorted(shapes.items())))
   return _common.EXIT_OK

@@ -27,6 +27,9 @@ Where ServerOptions differs from tensorflow_model_server, on purpose:
   REST", as in TF Serving; `options_from_flags` maps it to None.
 * `rest_api_port` equal to `port` is an error here; TF Serving logs it and
   runs without REST.
+* `saved_model_tags` with an empty or space-padded tag ('serve,', 'serve, gpu')
+  is an error here; TF Serving keeps such a tag as written, so no MetaGraph
+  matches and every version fails to load.
 """
 import dataclasses
 import logging
@@ -130,6 +133,10 @@ class ServerOptions:
       INT32_MAX (no flag).
     max_num_load_retries: retries of a version that failed to load (5).
     load_retry_interval_micros: wait between those retries (one minute).
+    saved_model_tags: the tags of the MetaGraph to load from each version,
+      as the flag's comma-separated text or a sequence; stored as a tuple.
+      A version loads the MetaGraph whose tags equal these as a set; one
+      without fails to load with NOT_FOUND. Default: ('serve',).
 
   The embedded server's own settings (no TF Serving flag; never passed to the
   real binary):
@@ -172,6 +179,7 @@ class ServerOptions:
   grpc_max_message_bytes: int = INT32_MAX
   max_num_load_retries: int = 5
   load_retry_interval_micros: int = 60_000_000
+  saved_model_tags: Union[str, Tuple[str, ...]] = ('serve',)
   rest_api_max_body_bytes: int = 32 * 1024 * 1024
   rest_api_max_elements: int = 16 * 1024 * 1024
   max_inflight_request_bytes: int = 64 * 1024 * 1024
@@ -224,6 +232,7 @@ class ServerOptions:
                         field='per_process_gpu_memory_fraction', value=fraction)
     object.__setattr__(self, 'grpc_channel_arguments',
                        tuple((str(k), v) for k, v in self.grpc_channel_arguments))
+    object.__setattr__(self, 'saved_model_tags', _saved_model_tags(self.saved_model_tags))
     for name in ('enable_batching', 'enable_model_warmup', 'rest_api_enable_cors_support',
                  'allow_model_reload'):
       require_bool(name, getattr(self, name))
@@ -316,6 +325,19 @@ class ServerOptions:
     config.intra_op_parallelism_threads = intra
     config.inter_op_parallelism_threads = inter
     return config
+
+
+def _saved_model_tags(value: Union[str, Tuple[str, ...]]) -> Tuple[str, ...]:
+  """--saved_model_tags as TF Serving splits it (on ','), duplicates dropped, checked."""
+  tags = value.split(',') if isinstance(value, str) else list(value)
+  for tag in tags:
+    if not isinstance(tag, str) or not tag or tag != tag.strip():
+      raise ConfigError('saved_model_tags has an empty or space-padded tag; TF Serving matches '
+                        'tags exactly, so no MetaGraph would load', field='saved_model_tags',
+                        value=value,
+                        fix='give comma-separated tags without spaces, e.g. '
+                            '--saved_model_tags=serve,gpu')
+  return tuple(dict.fromkeys(tags))
 
 
 def options_from_flags(values: Mapping[str, Any]) -> ServerOptions:

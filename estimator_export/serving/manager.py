@@ -161,6 +161,7 @@ class ModelManager:
     on_load: called with each new Servable before it becomes AVAILABLE (warmup,
       batching); raising ServingError fails the load.
     session_config: tf.compat.v1.ConfigProto for every session.
+    saved_model_tags: tags of the MetaGraph to load (--saved_model_tags split on ',').
     max_load_retries: retries of a failed load (TF Serving's 5); 0: none.
     retry_interval_seconds: time between those retries (TF Serving's 60).
   """
@@ -168,7 +169,8 @@ class ModelManager:
   def __init__(self, configs: Sequence, poll_seconds: float = 1.0,
                on_load: Optional[Callable[[Servable], None]] = None,
                session_config=None, max_load_retries: int = 5,
-               retry_interval_seconds: float = 60.0):
+               retry_interval_seconds: float = 60.0,
+               saved_model_tags: Sequence[str] = ('serve',)):
     if max_load_retries < 0 or retry_interval_seconds < 0:
       raise ValueError(f'max_load_retries ({max_load_retries}) and retry_interval_seconds '
                        f'({retry_interval_seconds}) must be >= 0')
@@ -177,6 +179,7 @@ class ModelManager:
     self._poll_seconds = poll_seconds
     self._on_load = on_load
     self._session_config = session_config
+    self._saved_model_tags = tuple(saved_model_tags)
     self._max_retries = max_load_retries
     self._retry_interval = retry_interval_seconds
     self._stop = threading.Event()
@@ -435,7 +438,8 @@ class ModelManager:
     """Loads and runs on_load; a failure leaves nothing behind (batcher stopped, session closed)."""
     servable = None
     try:
-      servable = Servable.load(name, version, path, self._session_config)
+      servable = Servable.load(name, version, path, self._session_config,
+                               tags=self._saved_model_tags)
       if self._on_load:
         self._on_load(servable)
       return servable

@@ -1,7 +1,8 @@
 """One loaded version of a model: its own graph and session, run by signature.
 
 Like TF Serving's SavedModelBundle: loaded with the TF1 SavedModel loader
-(tag `serve`, main_op / table initializers run), then run by tensor names.
+(the MetaGraph whose tags equal --saved_model_tags, by default {serve};
+main_op / table initializers run), then run by tensor names.
 Fed shapes are not checked against the signature (TF Serving does not either;
 ops fail instead), but fed dtypes are, with TF's message.
 
@@ -12,7 +13,7 @@ static shape in Python, which TF Serving accepts (half_plus_two answers
 `{"instances": [1.0, 2.0, 5.0]}` on an x of shape [-1, 1]), and costs several
 times more per call. If the method is missing, `Session.run` is used.
 """
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -24,6 +25,7 @@ from estimator_export._runner import GraphRunner
 from estimator_export.serving.status import Code, ServingError, from_tf_error, tf_type_name
 
 SERVE_TAG = 'serve'
+DEFAULT_TAGS: Tuple[str, ...] = (SERVE_TAG,)
 
 
 class Servable(GraphRunner):
@@ -41,8 +43,15 @@ class Servable(GraphRunner):
 
   @classmethod
   def load(cls, name: str, version: int, path: str,
-           session_config: Optional[tf.compat.v1.ConfigProto] = None) -> 'Servable':
-    """Loads `path` (a version directory). Raises ServingError on failure."""
+           session_config: Optional[tf.compat.v1.ConfigProto] = None,
+           tags: Sequence[str] = DEFAULT_TAGS) -> 'Servable':
+    """Loads `path` (a version directory). Raises ServingError on failure.
+
+    Args:
+      tags: the MetaGraph's tags (--saved_model_tags split on ','); the
+        MetaGraph whose tag set equals them as a set is loaded, as TF's
+        FindMetaGraphDef matches. Without one: NOT_FOUND, worded as TF Serving's.
+    """
     if saved_model_lib.saved_model_file(path) is None:
       raise ServingError(Code.NOT_FOUND,
                          f'Could not find SavedModel .pb or .pbtxt at supplied export '
@@ -52,11 +61,13 @@ class Servable(GraphRunner):
     session = tf.compat.v1.Session(graph=graph, config=session_config)
     try:
       with graph.as_default():
-        meta_graph = tf.compat.v1.saved_model.loader.load(session, [SERVE_TAG], path)
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, list(tags), path)
     except Exception as e:  # pylint: disable=broad-except
       session.close()
       if isinstance(e, tf.errors.OpError):
         raise from_tf_error(e) from e
+      if isinstance(e, RuntimeError) and not _has_meta_graph(path, tags):
+        raise ServingError(Code.NOT_FOUND, missing_tags_message(tags)) from e
       raise ServingError(Code.INVALID_ARGUMENT, f'Failed to load {path}: {e}') from e
     graph.finalize()
     return cls(name, version, path, graph, session, meta_graph)
@@ -105,6 +116,27 @@ class Servable(GraphRunner):
 
   def __repr__(self):
     return f'Servable({self.name!r}, version={self.version})'
+
+
+def missing_tags_message(tags: Sequence[str]) -> str:
+  """TF's FindMetaGraphDef error (tensorflow/cc/saved_model/reader.cc), as TF Serving reports it.
+
+  TF joins an unordered_set, so the real server's tag order may differ; this
+  keeps the order of --saved_model_tags.
+  """
+  joined = ' '.join(dict.fromkeys(tags))
+  return (f'Could not find meta graph def matching supplied tags: {{ {joined} }}. To inspect '
+          'available tag-sets in the SavedModel, please use the SavedModel CLI: '
+          '`saved_model_cli`')
+
+
+def _has_meta_graph(path: str, tags: Sequence[str]) -> bool:
+  """Whether a MetaGraph's tags equal `tags` as a set (read only after a failed load)."""
+  try:
+    saved_model = saved_model_lib.read_saved_model(path)
+  except Exception:  # pylint: disable=broad-except
+    return True  # Unreadable: let the loader's own error stand.
+  return any(set(mg.meta_info_def.tags) == set(tags) for mg in saved_model.meta_graphs)
 
 
 def _dtype_of(value: np.ndarray) -> tf.DType:

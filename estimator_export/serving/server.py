@@ -100,7 +100,8 @@ class ModelServer:
                                 on_load=self._on_load_hooks(),
                                 session_config=opts.session_config(),
                                 max_load_retries=opts.max_num_load_retries,
-                                retry_interval_seconds=opts.load_retry_interval_micros / 1e6)
+                                retry_interval_seconds=opts.load_retry_interval_micros / 1e6,
+                                saved_model_tags=opts.saved_model_tags)
     self.service = InferenceService(self.manager, self.metrics,
                                     max_inflight_bytes=opts.max_inflight_request_bytes)
     self.manager.start()
