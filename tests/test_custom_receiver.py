@@ -65,7 +65,8 @@ class TestAdapt:
         'measurements': tf.TensorSpec([None, 3], tf.float32, name='measurements'),
         'n': tf.TensorSpec([None], tf.int32, name='n')}
     assert not fn.is_single_string_input
-    assert repr(fn) == "AdaptedReceiverFn(renamed_receiver_fn, kind='raw', inputs=['measurements', 'n'])"
+    assert repr(fn) == ("AdaptedReceiverFn(renamed_receiver_fn, kind='raw', "
+                        "inputs=['measurements', 'n'])")
 
   def test_spec_derived_without_features(self):
     fn = ee.adapt_receiver_fn(renamed_receiver_fn)
@@ -103,8 +104,9 @@ class TestAdapt:
     def with_alternative():
       receiver = renamed_receiver_fn()
       serialized = tf.compat.v1.placeholder(tf.string, [None], name='serialized')
-      return ServingInputReceiver(receiver.features, receiver.receiver_tensors,
-                                  {'examples': serialized, 'csv': csv_receiver_fn().receiver_tensors})
+      return ServingInputReceiver(
+          receiver.features, receiver.receiver_tensors,
+          {'examples': serialized, 'csv': csv_receiver_fn().receiver_tensors})
     fn = ee.adapt_receiver_fn(with_alternative, features=SPEC)
     assert fn.kind == 'combined'
     kinds = {name: part.kind for name, part in fn.parts().items()}
@@ -120,13 +122,15 @@ class TestAdapt:
 class TestAdaptErrors:
 
   def test_not_callable(self):
-    with pytest.raises(ReceiverError, match="serving_input_receiver_fn is not callable: got 'dict'"):
+    with pytest.raises(ReceiverError,
+                       match="serving_input_receiver_fn is not callable: got 'dict'"):
       ee.adapt_receiver_fn({'x': 1})
 
   def test_failure_inside_names_it_and_keeps_the_cause(self):
     def broken():
       raise KeyError('vocab')
-    with pytest.raises(ReceiverError, match=r"failed when built: got \"KeyError: 'vocab'\"") as info:
+    with pytest.raises(ReceiverError,
+                       match=r"failed when built: got \"KeyError: 'vocab'\"") as info:
       ee.adapt_receiver_fn(broken)
     assert isinstance(info.value.__cause__, KeyError)
 
@@ -163,7 +167,8 @@ class TestAdaptErrors:
       label = tf.compat.v1.placeholder(tf.int32, [None], name='label')
       return ServingInputReceiver(dict(receiver.features, label=label),
                                   dict(receiver.receiver_tensors, label=label))
-    with pytest.raises(ReceiverError, match=r"produces training-only feature\(s\): got \['label'\]"):
+    with pytest.raises(ReceiverError,
+                       match=r"produces training-only feature\(s\): got \['label'\]"):
       ee.adapt_receiver_fn(with_label, features=SPEC)
 
   def test_dtype_mismatch_named(self):
@@ -243,7 +248,8 @@ class TestExport:
       got = predictor({'measurements': toy.SAMPLES['x'], 'n': toy.SAMPLES['n']})
     np.testing.assert_allclose(got['probabilities'], expected['probabilities'], rtol=1e-5)
     logs = warmup_lib.read_warmup_requests(result.path)
-    assert {tuple(sorted(log.predict_log.request.inputs)) for log in logs} == {('measurements', 'n')}
+    sent = {tuple(sorted(log.predict_log.request.inputs)) for log in logs}
+    assert sent == {('measurements', 'n')}
     features = saved_model_lib.read_manifest(result.path)['features']
     assert features[0]['name'] == 'x' and features[0]['input_key'] == 'measurements'
 
