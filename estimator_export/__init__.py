@@ -19,6 +19,7 @@ for _module, _names in {
     'errors': ('CheckpointNotFoundError', 'ConfigError', 'ContractError', 'EstimatorExportError',
                'ExportDirError', 'ExportError', 'FeatureError', 'FreezeError', 'ReceiverError',
                'SignatureError', 'TagSetError', 'ValidationError', 'VersionExistsError'),
+    'custom_receiver': ('adapt_receiver_fn',),
     'export': ('ExportOptions', 'ExportResult', 'apply_retention', 'export_for_serving',
                'numeric_versions', 'read_manifest'),
     'exporters': ('ServingExporter',),

@@ -75,6 +75,7 @@ from typing import Any, Callable, Collection, List, Mapping, Optional, Sequence,
 import numpy as np
 import tensorflow as tf
 
+from estimator_export import custom_receiver
 from estimator_export import outputs as outputs_lib
 from estimator_export import receivers as receivers_lib
 from estimator_export import servability
@@ -189,7 +190,7 @@ class ExportResult:
 
 
 def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
-                       serving_input_receiver_fn: receivers_lib.ServingReceiverFn,
+                       serving_input_receiver_fn: Callable[[], Any],
                        *, checkpoint_path: Optional[str] = None,
                        samples: Optional[Mapping[str, Any]] = None,
                        label_vocabulary: Optional[Sequence[str]] = None,
@@ -202,7 +203,10 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
   Args:
     estimator: a tf.estimator.Estimator (or TPUEstimator with use_tpu=False).
     export_dir_base: the model's base path, as given to TF Serving.
-    serving_input_receiver_fn: built with `estimator_export.receivers`.
+    serving_input_receiver_fn: built with `estimator_export.receivers`, or
+      your own function returning a ServingInputReceiver (adapted with
+      `custom_receiver.adapt_receiver_fn`; adapt it yourself with
+      features=FeatureSpec to check it against the model's declaration).
     checkpoint_path: a checkpoint prefix or directory; default: the latest
       checkpoint in estimator.model_dir.
     samples: feature name (or receiver input key) -> array [batch, ...]; used
@@ -217,10 +221,8 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
     ExportResult with the final path and version.
   """
   options = dataclasses.replace(options or ExportOptions(), **option_overrides)
-  if not isinstance(serving_input_receiver_fn, receivers_lib.ServingReceiverFn):
-    raise ExportError('serving_input_receiver_fn must come from estimator_export.receivers',
-                      value=type(serving_input_receiver_fn).__name__,
-                      fix='build it with build_raw/example/text/image/combined_receiver_fn')
+  # A hand-written receiver fn is built once to learn its inputs and features.
+  serving_input_receiver_fn = custom_receiver.adapt_receiver_fn(serving_input_receiver_fn)
   started = time.time()
   base = _prepare_base(export_dir_base)
   local = is_local_path(base)

@@ -12,6 +12,17 @@ inputs used for validation and warmup derive from it::
     ])
     spec.parsing_spec()   # {'input_ids': FixedLenFeature([128], tf.int64), ...}
 
+A feature may be served under another input key than its name: the model's
+features dict says ``predictor_inputs`` while requests send ``images``::
+
+    Feature('predictor_inputs', 'float32', shape=(28, 28), input_key='images')
+
+The raw receiver's placeholder and the signature input alias are then
+``images``; the features dict, tf.Example feature keys, `estimator.predict`
+and the manifest's ``name`` keep ``predictor_inputs``. Sample batches may be
+keyed by either (`to_feature_names`). An input key equal to another feature's
+name or input key is a `FeatureError` naming both features.
+
 Shapes are per example (no batch dimension). A shape with a `None` dimension is
 a variable-length feature: parsed with `VarLenFeature` and densified (padded
 with the default) unless `ragged=True`, which yields a `tf.RaggedTensor`.
@@ -81,8 +92,8 @@ class Feature:
   """One model input, described per example (no batch dimension).
 
   Attributes:
-    name: the features-dict key, the tf.Example feature name and the raw
-      receiver's input key.
+    name: the features-dict key and the tf.Example feature name (and, unless
+      `input_key` says otherwise, the raw receiver's input key).
     dtype: what the model_fn receives (int32, float32, string, ...). tf.Example
       stores ints as int64 and floats as float32; parsing casts back.
     shape: per-example shape; () for a scalar, None dims for variable length.
@@ -93,6 +104,10 @@ class Feature:
     ragged: for variable-length features: hand the model a tf.RaggedTensor
       instead of a dense, padded tensor.
     description: free text carried into the export manifest.
+    input_key: the raw receiver's input key and the signature input alias
+      clients send (e.g. 'images' for the feature 'predictor_inputs');
+      defaults to `name`. tf.Example receivers keep `name` as the Example
+      feature key, since Examples are the model's data records.
   """
   name: str
   dtype: Any = tf.float32
@@ -101,14 +116,24 @@ class Feature:
   training_only: bool = False
   ragged: bool = False
   description: str = ''
+  input_key: Optional[str] = None
 
   def __post_init__(self):
     if not isinstance(self.name, str) or not self.name:
       raise FeatureError('feature name must be a non-empty string', value=self.name,
                          fix='name features like tf.Example keys, e.g. "input_ids"')
-    if ':' in self.name or self.name.startswith('/') or self.name.endswith('/'):
-      raise FeatureError(f'feature name {self.name!r} is not a valid input key',
-                         value=self.name, fix='use letters, digits, "_", "-" and "."')
+    _check_key(self.name, f'feature name {self.name!r}')
+    if self.input_key is None:
+      object.__setattr__(self, 'input_key', self.name)
+    elif not isinstance(self.input_key, str) or not self.input_key:
+      raise FeatureError(f'input_key of feature {self.name!r} must be a non-empty string',
+                         value=self.input_key, fix='e.g. input_key="images", or leave it out')
+    else:
+      _check_key(self.input_key, f'input_key of feature {self.name!r}')
+    if self.training_only and self.input_key != self.name:
+      raise FeatureError(f'training-only feature {self.name!r} has an input_key, but serving '
+                         'never asks for it', value=self.input_key,
+                         fix='drop input_key, or drop training_only=True')
     object.__setattr__(self, 'dtype', as_dtype(self.dtype, self.name))
     object.__setattr__(self, 'shape', _as_shape(self.shape, self.name))
     if self.ragged and self.is_fixed_length:
@@ -182,7 +207,14 @@ class Feature:
     return {'name': self.name, 'dtype': self.dtype.name,
             'shape': [-1 if d is None else d for d in self.shape],
             'default': default, 'training_only': self.training_only,
-            'ragged': self.ragged, 'description': self.description}
+            'ragged': self.ragged, 'description': self.description,
+            'input_key': self.input_key}
+
+
+def _check_key(key: str, what: str):
+  if ':' in key or key.startswith('/') or key.endswith('/'):
+    raise FeatureError(f'{what} is not a valid input key', value=key,
+                       fix='use letters, digits, "_", "-" and "."')
 
 
 class FeatureSpec:
@@ -204,6 +236,7 @@ class FeatureSpec:
         raise FeatureError('duplicate feature name', value=f.name,
                            fix='give every feature a unique name')
       seen.add(f.name)
+    _check_input_keys(items)
     if not items:
       raise FeatureError('a FeatureSpec needs at least one feature', value=[],
                          fix='declare the inputs your model_fn reads')
@@ -221,7 +254,41 @@ class FeatureSpec:
 
   @property
   def serving_names(self) -> Tuple[str, ...]:
+    """Feature names (features-dict keys) of the serving features."""
     return tuple(f.name for f in self.serving_features)
+
+  @property
+  def input_keys(self) -> Tuple[str, ...]:
+    """What requests send for the serving features: each one's input_key (the raw receiver's)."""
+    return tuple(f.input_key for f in self.serving_features)
+
+  def feature_for_input(self, key: str) -> Feature:
+    """The serving feature a raw input key carries ('images' -> Feature('predictor_inputs'))."""
+    for f in self.serving_features:
+      if f.input_key == key:
+        return f
+    raise FeatureError('no serving feature has this input key', value=key,
+                       fix=f'input keys are {list(self.input_keys)}' +
+                       did_you_mean(key, self.input_keys))
+
+  def to_feature_names(self, batch: Mapping[str, Any]) -> Dict[str, Any]:
+    """Re-keys a batch from input keys to feature names; other keys are kept as they are.
+
+    {'images': array} -> {'predictor_inputs': array} for
+    Feature('predictor_inputs', input_key='images'). Collisions are impossible:
+    an input key never equals another feature's name (checked at construction).
+    """
+    renamed = {f.input_key: f.name for f in self.serving_features if f.input_key != f.name}
+    out = {}
+    for key, value in batch.items():
+      name = renamed.get(key, key)
+      if name in out:
+        raise FeatureError(f'batch gives feature {name!r} twice: by name and by its input '
+                           'key', value=sorted(k for k in batch if renamed.get(k, k) == name),
+                           fix='key the batch by the feature name or by the input key, '
+                           'not both')
+      out[name] = value
+    return out
 
   @property
   def names(self) -> Tuple[str, ...]:
@@ -231,9 +298,11 @@ class FeatureSpec:
     try:
       return self._by_name[name]
     except KeyError:
-      raise FeatureError('unknown feature', value=name,
-                         fix=f'declared features are {list(self.names)}' +
-                         did_you_mean(name, self.names)) from None
+      fix = f'declared features are {list(self.names)}'
+    if name in self.input_keys:
+      fix = f'{name!r} is the input key of feature {self.feature_for_input(name).name!r}'
+    raise FeatureError('unknown feature', value=name,
+                       fix=fix + did_you_mean(name, self.names)) from None
 
   def __contains__(self, name) -> bool:
     return name in self._by_name
@@ -278,7 +347,11 @@ class FeatureSpec:
 
   def placeholders(self, default_batch_size: Optional[int] = None,
                    include_training: bool = False) -> Dict[str, tf.Tensor]:
-    """Graph-mode placeholders named after the features: [batch] + shape."""
+    """Graph-mode placeholders [batch] + shape, keyed by feature name.
+
+    Each placeholder op is named after the feature's input key ('images:0'
+    for Feature('predictor_inputs', input_key='images')).
+    """
     out = {}
     for f in self._selected(include_training):
       if f.ragged:
@@ -286,7 +359,7 @@ class FeatureSpec:
                            value=f.name, fix='serve it through the tf.Example receiver, '
                            'or declare it dense with a fixed shape')
       out[f.name] = tf.compat.v1.placeholder(
-          f.dtype, [default_batch_size] + list(f.shape), name=f.name)
+          f.dtype, [default_batch_size] + list(f.shape), name=f.input_key)
     return out
 
   def sample_batch(self, batch_size: int = 2, include_training: bool = False
@@ -296,7 +369,11 @@ class FeatureSpec:
             for f in self._selected(include_training)}
 
   def to_examples(self, batch: Mapping[str, Any]) -> List[bytes]:
-    """Serializes a feature batch (name -> array [batch, ...]) to tf.Example bytes."""
+    """Serializes a feature batch (name or input key -> array [batch, ...]) to tf.Example bytes.
+
+    The Example feature keys are the feature names.
+    """
+    batch = self.to_feature_names(batch)
     sizes = {name: len(np.asarray(v, dtype=object)) for name, v in batch.items()}
     if len(set(sizes.values())) > 1:
       raise FeatureError('features of one batch differ in batch size', value=sizes,
@@ -325,11 +402,32 @@ class FeatureSpec:
     return cls([Feature(name=d['name'], dtype=d['dtype'],
                         shape=tuple(None if s == -1 else s for s in d['shape']),
                         default=d.get('default'), training_only=d.get('training_only', False),
-                        ragged=d.get('ragged', False), description=d.get('description', ''))
+                        ragged=d.get('ragged', False), description=d.get('description', ''),
+                        input_key=d.get('input_key'))
                 for d in items])
 
   def _selected(self, include_training: bool) -> Tuple[Feature, ...]:
     return self._features if include_training else self.serving_features
+
+
+def _check_input_keys(features: Sequence[Feature]):
+  """An input key may equal no other feature's name or input key (FeatureError naming both)."""
+  by_name = {f.name: f for f in features}
+  owner: Dict[str, Feature] = {}
+  for f in features:
+    if f.training_only:
+      continue
+    other = by_name.get(f.input_key)
+    if other is not None and other is not f:
+      raise FeatureError(f'input_key {f.input_key!r} of feature {f.name!r} is the name of '
+                         f'feature {other.name!r}', value=f.input_key,
+                         fix='choose an input key no other feature is named (a sample or '
+                         'request keyed by it would be ambiguous)')
+    if f.input_key in owner:
+      raise FeatureError(f'features {owner[f.input_key].name!r} and {f.name!r} share the input '
+                         f'key {f.input_key!r}', value=f.input_key,
+                         fix='give every serving feature its own input_key')
+    owner[f.input_key] = f
 
 
 def _features_from_mapping(mapping: Mapping[str, Any]) -> List[Feature]:

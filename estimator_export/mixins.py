@@ -32,6 +32,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
+from estimator_export import custom_receiver
 from estimator_export import outputs as outputs_lib
 from estimator_export import receivers as receivers_lib
 from estimator_export.errors import FeatureError, did_you_mean
@@ -219,10 +220,14 @@ class ServingModelMixin:
     """Exports through `estimator_export.export.export_for_serving`.
 
     The receiver defaults to 'combined' (raw tensors + tf.Examples), so
-    Predict, Classify and Regress all work; label_vocabulary is recorded.
+    Predict, Classify and Regress all work; label_vocabulary is recorded. A
+    hand-written receiver_fn must produce the serving features of
+    `feature_spec` (see `custom_receiver.adapt_receiver_fn`).
     """
     from estimator_export import export as export_lib  # pylint: disable=g-import-not-at-top
     if receiver_fn is None:
       receiver_fn = self.serving_input_receiver_fn('combined')
+    else:  # A hand-written receiver fn is checked against feature_spec.
+      receiver_fn = custom_receiver.adapt_receiver_fn(receiver_fn, features=self._spec())
     kwargs.setdefault('label_vocabulary', self.label_vocabulary)
     return export_lib.export_for_serving(estimator, export_dir_base, receiver_fn, **kwargs)

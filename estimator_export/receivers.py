@@ -7,7 +7,8 @@ serving input keys and the FeatureSpec its features follow, which the export
 wrapper uses to make sample inputs, validate and write warmup requests.
 
 Kinds:
-  raw      placeholders named after the features ([batch] + shape).
+  raw      placeholders ([batch] + shape) keyed by each feature's input key
+           (its name unless `Feature(..., input_key='images')` renames it).
   example  one string input 'examples' of serialized tf.Examples [batch]; the
            only form that Classify and Regress signatures accept.
   text     string inputs [batch] handed to a tokenizer function in-graph.
@@ -15,6 +16,9 @@ Kinds:
            resized in-graph (REST clients send {"b64": "..."}).
   combined a primary receiver plus named alternatives sharing one set of
            feature tensors (see `build_combined_receiver_fn`).
+  custom   a user's own serving_input_receiver_fn whose inputs are neither raw
+           features nor serialized tf.Examples (see `adapt_receiver_fn` in
+           estimator_export.custom_receiver).
 """
 from typing import Callable, Dict, Mapping, Optional, Sequence
 
@@ -26,6 +30,7 @@ from estimator_export.features import Feature, FeatureSpec
 EXAMPLES_KEY = 'examples'
 EXAMPLES_TENSOR_NAME = 'input_example_tensor'
 RAW, EXAMPLE, TEXT, IMAGE, COMBINED = 'raw', 'example', 'text', 'image', 'combined'
+CUSTOM = 'custom'
 
 
 class ServingReceiverFn:
@@ -35,6 +40,8 @@ class ServingReceiverFn:
   current graph. `build(optional_inputs=True)` makes string inputs default to
   an empty batch, which lets several computed receivers share one graph.
   """
+  # build_combined_receiver_fn may combine it (False for adapted user receiver fns).
+  composable = True
 
   def __init__(self, kind: str, spec: FeatureSpec, input_keys: Sequence[str],
                build_fn: Callable[[bool], tf.estimator.export.ServingInputReceiver],
@@ -69,7 +76,8 @@ class ServingReceiverFn:
     return f'ServingReceiverFn(kind={self.kind!r}, inputs={list(self.input_keys)}{alts})'
 
 
-def _as_spec(features) -> FeatureSpec:
+def as_feature_spec(features) -> FeatureSpec:
+  """A FeatureSpec from a FeatureSpec, a list of Features or a mapping (ReceiverError if not)."""
   if isinstance(features, FeatureSpec):
     return features
   try:
@@ -89,20 +97,23 @@ def _string_input(name: str, optional: bool, batch_size: Optional[int] = None) -
 
 def build_raw_receiver_fn(features, default_batch_size: Optional[int] = None
                          ) -> ServingReceiverFn:
-  """Returns a receiver of placeholders named after the serving features.
+  """Returns a receiver of one placeholder per serving feature.
+
+  Requests send each feature under its input key (the feature name, or
+  `Feature(..., input_key='images')`); the model_fn gets it under its name.
 
   Args:
     features: FeatureSpec (training-only features are left out).
     default_batch_size: static batch dimension, None for any batch size.
   """
-  spec = _as_spec(features)
+  spec = as_feature_spec(features)
 
   def build(optional_inputs: bool):
     del optional_inputs  # Placeholders are always required.
     tensors = spec.placeholders(default_batch_size)
-    return tf.estimator.export.ServingInputReceiver(tensors, tensors)
+    return tf.estimator.export.ServingInputReceiver(tensors, _by_input_key(tensors, spec))
 
-  return ServingReceiverFn(RAW, spec, spec.serving_names, build)
+  return ServingReceiverFn(RAW, spec, spec.input_keys, build)
 
 
 def build_example_receiver_fn(features, default_batch_size: Optional[int] = None,
@@ -112,7 +123,7 @@ def build_example_receiver_fn(features, default_batch_size: Optional[int] = None
   Features are parsed with the spec's parsing config and cast to the declared
   dtypes. This is the receiver Classify and Regress signatures need.
   """
-  spec = _as_spec(features)
+  spec = as_feature_spec(features)
 
   def build(optional_inputs: bool):
     serialized = _string_input(EXAMPLES_TENSOR_NAME, optional_inputs, default_batch_size)
@@ -135,7 +146,7 @@ def build_text_receiver_fn(tokenizer_fn: Callable[[Dict[str, tf.Tensor]], Dict[s
     optional_text_keys: text keys a request may leave out (they default to an
       empty batch, which the tokenizer must accept), e.g. 'text_b' of a pair.
   """
-  spec = _as_spec(features)
+  spec = as_feature_spec(features)
   text_keys = tuple(text_keys)
   if not text_keys:
     raise ReceiverError('text receiver needs at least one text key', value=text_keys,
@@ -234,6 +245,11 @@ def build_combined_receiver_fn(primary: ServingReceiverFn,
     if fn.kind == COMBINED:
       raise ReceiverError('combined receivers do not nest', value=name or 'primary',
                           fix='list every receiver in one build_combined_receiver_fn call')
+    if not fn.composable:
+      raise ReceiverError(f'receiver {name or "primary"!r} is a hand-written receiver fn; '
+                          'its inputs cannot be made optional to share one graph', value=fn,
+                          fix='return receiver_tensors_alternatives from your own receiver '
+                          'fn instead of combining it here')
   raws = [n for n, fn in receivers.items() if fn.kind == RAW]
   if len(raws) > 1:
     raise ReceiverError('at most one raw receiver can be combined', value=raws,
@@ -259,17 +275,23 @@ def build_combined_receiver_fn(primary: ServingReceiverFn,
     if raws:
       if feats:
         feats = {f.name: tf.compat.v1.placeholder_with_default(
-                     feats[f.name], [None] + list(f.shape), name=f.name)
+                     feats[f.name], [None] + list(f.shape), name=f.input_key)
                  for f in spec.serving_features}
       else:
         feats = spec.placeholders()
-      built[raws[0]] = tf.estimator.export.ServingInputReceiver(feats, dict(feats))
+      built[raws[0]] = tf.estimator.export.ServingInputReceiver(
+          feats, _by_input_key(feats, spec))
     alt = {n: built[n].receiver_tensors for n in receivers if n}
     return tf.estimator.export.ServingInputReceiver(
         feats, built[''].receiver_tensors, receiver_tensors_alternatives=alt or None)
 
   return ServingReceiverFn(COMBINED, spec, primary.input_keys, build, primary=primary,
                            alternatives=dict(alternatives))
+
+
+def _by_input_key(tensors: Mapping[str, tf.Tensor], spec: FeatureSpec) -> Dict[str, tf.Tensor]:
+  """Feature name -> tensor, re-keyed by each feature's input key."""
+  return {spec[name].input_key: tensor for name, tensor in tensors.items()}
 
 
 def _concat_batches(parts: Sequence[tf.Tensor], feature: Feature) -> tf.Tensor:

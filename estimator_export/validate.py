@@ -48,20 +48,25 @@ def sample_feeds(signature_defs: Mapping[str, Any], spec: Optional[FeatureSpec],
     spec: the serving features (None: inputs are made from signature shapes).
     samples: feature name or input key -> array [batch, ...].
     kinds: receiver name -> kind; guessed from each SignatureDef if absent.
+      A 'custom' receiver (a user's own receiver fn) takes samples[alias],
+      else zeros / b'' of the signature's dtype and shape.
     batch_size: rows of generated samples.
     rng: generated float inputs are drawn from it (normal), not zeros.
 
-  Raw inputs take samples[key]; a serialized tf.Example input takes the
-  samples serialized; text inputs take samples[key] (default: a sentence);
-  image inputs take samples[key] (default: a small PNG). Without a spec, other
+  Raw inputs take the sample of the feature whose input key they are; a
+  serialized tf.Example input takes the samples serialized; text inputs take
+  samples[key] (default: a sentence); image inputs take samples[key]
+  (default: a small PNG). Without a spec, other
   inputs are generated from their signature shapes: known dims kept, an
   unknown first dim is the batch, other unknown dims 1; strings b''.
   """
   batch = dict(samples) if samples is not None else {}
+  inputs_of = {}  # Raw input key -> feature name.
   if spec is not None:
     features = spec.sample_batch(_rows(batch, batch_size))
     features.update({k: np.asarray(v, dtype=spec[k].numpy_dtype)
-                     for k, v in batch.items() if k in spec})
+                     for k, v in spec.to_feature_names(batch).items() if k in spec})
+    inputs_of = {f.input_key: f.name for f in spec.serving_features}
   else:
     features = {}
   n = _rows(batch, batch_size)
@@ -70,7 +75,9 @@ def sample_feeds(signature_defs: Mapping[str, Any], spec: Optional[FeatureSpec],
     kind = (kinds or {}).get(receiver_of(name)) or guess_kind(sig)
     inputs = {}
     for key, info in sig.inputs.items():
-      if key in batch and (spec is None or key not in spec):
+      if kind == receivers_lib.CUSTOM:  # A user's receiver: samples by alias, else zeros.
+        inputs[key] = batch[key] if key in batch else _generated(info, n, rng)
+      elif key in batch and (spec is None or key not in spec and key not in inputs_of):
         inputs[key] = batch[key]
       elif kind == receivers_lib.EXAMPLE:
         if spec is None:
@@ -82,6 +89,8 @@ def sample_feeds(signature_defs: Mapping[str, Any], spec: Optional[FeatureSpec],
         inputs[key] = [SAMPLE_SENTENCE] * n
       elif kind == receivers_lib.IMAGE:
         inputs[key] = [tiny_png()] * n
+      elif key in inputs_of:
+        inputs[key] = features[inputs_of[key]]
       elif key in features:
         inputs[key] = features[key]
       elif spec is None:
@@ -170,12 +179,13 @@ def check_parity(estimator, checkpoint_path: str, spec: FeatureSpec,
                  rtol: float, atol: float, kinds: Optional[Mapping[str, str]] = None) -> int:
   """Compares signatures fed the samples with estimator.predict; returns outputs compared.
 
-  Every signature whose inputs came from the samples (raw tensors or
-  tf.Examples) is compared on each output key it shares with the
+  Samples may be keyed by feature name or input key; estimator.predict gets
+  them by feature name. Every signature whose inputs came from the samples
+  (raw tensors or tf.Examples) is compared on each output key it shares with the
   estimator's predictions (e.g. a canned classifier's 'predict' signature).
   """
   features = {k: np.asarray(v, dtype=spec[k].numpy_dtype)
-              for k, v in samples.items() if k in spec}
+              for k, v in spec.to_feature_names(samples).items() if k in spec}
   same_data = (receivers_lib.RAW, receivers_lib.EXAMPLE)
   fed = {n: r for n, r in results.items()
          if (kinds or {}).get(receiver_of(n), receivers_lib.RAW) in same_data}

@@ -142,3 +142,82 @@ class TestFeatureSpec:
     assert batch['ids'].shape == (3, 4) and batch['ids'].dtype == np.int32
     np.testing.assert_allclose(batch['weight'], [1.5] * 3)
     assert 'label_ids' not in batch
+
+
+class TestInputKey:
+  """Feature(..., input_key=...): served under another name than the model reads."""
+
+  RENAMED = FeatureSpec([Feature('predictor_inputs', 'float32', (2, 2), input_key='images'),
+                         Feature('n', 'int32', default=0),
+                         Feature('label', 'int32', training_only=True)])
+
+  def test_defaults_to_the_name(self):
+    assert Feature('x').input_key == 'x'
+    assert Feature('x') == Feature('x', input_key='x')
+
+  def test_input_keys_and_lookup(self):
+    spec = self.RENAMED
+    assert spec.serving_names == ('predictor_inputs', 'n')
+    assert spec.input_keys == ('images', 'n')
+    assert spec.feature_for_input('images').name == 'predictor_inputs'
+    with pytest.raises(FeatureError, match=r"no serving feature has this input key: got "
+                       r"'image'.*Did you mean 'images'"):
+      spec.feature_for_input('image')
+
+  def test_lookup_by_input_key_says_whose_it_is(self):
+    with pytest.raises(FeatureError, match=r"unknown feature: got 'images'. Fix: 'images' is the "
+                       r"input key of feature 'predictor_inputs'"):
+      self.RENAMED['images']  # pylint: disable=pointless-statement
+
+  def test_to_feature_names(self):
+    batch = self.RENAMED.to_feature_names({'images': [1], 'n': [2], 'other': [3]})
+    assert batch == {'predictor_inputs': [1], 'n': [2], 'other': [3]}
+    with pytest.raises(FeatureError, match=r"batch gives feature 'predictor_inputs' twice.*"
+                       r"\['images', 'predictor_inputs'\]"):
+      self.RENAMED.to_feature_names({'images': [1], 'predictor_inputs': [1]})
+
+  def test_placeholder_named_after_input_key_keyed_by_name(self):
+    with tf.Graph().as_default():
+      ph = self.RENAMED.placeholders()
+      assert sorted(ph) == ['n', 'predictor_inputs']
+      assert ph['predictor_inputs'].name == 'images:0'
+
+  def test_examples_keep_feature_names(self):
+    serialized = self.RENAMED.to_examples({'images': np.ones((1, 2, 2), np.float32)})
+    keys = set(tf.train.Example.FromString(serialized[0]).features.feature)
+    assert keys == {'predictor_inputs'}
+    with tf.Graph().as_default():
+      out = _run(self.RENAMED.parse_examples(tf.constant(serialized)))
+    np.testing.assert_array_equal(out['predictor_inputs'], np.ones((1, 2, 2)))
+
+  def test_json_round_trip_keeps_input_key(self):
+    items = self.RENAMED.to_json()
+    assert items[0]['input_key'] == 'images' and items[1]['input_key'] == 'n'
+    assert FeatureSpec.from_json(items) == self.RENAMED
+    del items[1]['input_key']  # A manifest written before input keys existed.
+    assert FeatureSpec.from_json(items)['n'].input_key == 'n'
+
+  @pytest.mark.parametrize('features,message', [
+      ([Feature('a', input_key='b'), Feature('b')],
+       r"input_key 'b' of feature 'a' is the name of feature 'b': got 'b'"),
+      ([Feature('b'), Feature('a', input_key='b')],
+       r"input_key 'b' of feature 'a' is the name of feature 'b': got 'b'"),
+      ([Feature('a', input_key='x'), Feature('b', input_key='x')],
+       r"features 'a' and 'b' share the input key 'x': got 'x'"),
+      ([Feature('a', input_key='label'), Feature('label', 'int32', training_only=True)],
+       r"input_key 'label' of feature 'a' is the name of feature 'label'"),
+      ([Feature('a', input_key='b'), Feature('b', input_key='a')],
+       r"input_key 'b' of feature 'a' is the name of feature 'b'"),
+  ])
+  def test_collisions_name_both_features(self, features, message):
+    with pytest.raises(FeatureError, match=message):
+      FeatureSpec(features)
+
+  def test_bad_input_keys(self):
+    with pytest.raises(FeatureError, match=r"input_key of feature 'a' is not a valid input key: "
+                       r"got 'a:0'"):
+      Feature('a', input_key='a:0')
+    with pytest.raises(FeatureError, match="input_key of feature 'a' must be a non-empty string"):
+      Feature('a', input_key='')
+    with pytest.raises(FeatureError, match="training-only feature 'y' has an input_key"):
+      Feature('y', training_only=True, input_key='why')

@@ -1,11 +1,21 @@
-"""Tests for estimator_export.receivers: every receiver built and run in a real graph."""
+"""Tests for estimator_export.receivers: every receiver built and run in a real graph.
+
+TestInputKeyExport exports a model whose feature is served under another input key and
+checks that everything derived from the declaration follows: signatures, validation
+samples, parity with estimator.predict, warmup, manifest, `validate_export`.
+"""
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from estimator_export import (Feature, FeatureSpec, ReceiverError, build_combined_receiver_fn,
-                              build_example_receiver_fn, build_image_receiver_fn,
-                              build_raw_receiver_fn, build_text_receiver_fn)
+from estimator_export import (Feature, FeatureSpec, Predictor, ReceiverError, adapt_receiver_fn,
+                              build_combined_receiver_fn, build_example_receiver_fn,
+                              build_image_receiver_fn, build_raw_receiver_fn,
+                              build_text_receiver_fn)
+from estimator_export import _saved_model as saved_model_lib
+from estimator_export import validate as validate_lib
+from estimator_export import warmup as warmup_lib
+from tests import toy
 
 SPEC = FeatureSpec([Feature('length', 'int32'), Feature('first', 'string', default=''),
                     Feature('label', 'int32', training_only=True)])
@@ -35,6 +45,20 @@ class TestRaw:
   def test_not_a_spec(self):
     with pytest.raises(ReceiverError, match='need a FeatureSpec'):
       build_raw_receiver_fn(42)
+
+  def test_input_key_renames_the_receiver_tensor_not_the_feature(self):
+    spec = FeatureSpec([Feature('predictor_inputs', 'float32', (2,), input_key='images'),
+                        Feature('n', 'int32')])
+    fn = build_raw_receiver_fn(spec)
+    assert fn.input_keys == ('images', 'n')
+    with tf.Graph().as_default():
+      rec = fn()
+      assert sorted(rec.receiver_tensors) == ['images', 'n']
+      assert sorted(rec.features) == ['n', 'predictor_inputs']
+      assert rec.receiver_tensors['images'].name == 'images:0'
+      out = _run(rec, {rec.receiver_tensors['images']: [[1.0, 2.0]],
+                       rec.receiver_tensors['n']: [3]})
+    assert out['predictor_inputs'].tolist() == [[1.0, 2.0]] and out['n'].tolist() == [3]
 
 
 class TestExample:
@@ -138,6 +162,113 @@ class TestCombined:
       build_combined_receiver_fn(build_raw_receiver_fn(SPEC),
                                  {'examples': build_example_receiver_fn(other)})
 
+  def test_renamed_raw_path_beside_examples(self):
+    spec = FeatureSpec([Feature('predictor_inputs', 'int32', input_key='images')])
+    fn = build_combined_receiver_fn(build_raw_receiver_fn(spec),
+                                    {'examples': build_example_receiver_fn(spec)})
+    assert fn.input_keys == ('images',)
+    with tf.Graph().as_default():
+      rec = fn()
+      assert list(rec.receiver_tensors) == ['images']
+      raw = _run(rec, {rec.receiver_tensors['images']: [7]})
+      parsed = _run(rec, {rec.receiver_tensors_alternatives['examples']['examples']:
+                          spec.to_examples({'images': [[4], [5]]})})
+    assert raw['predictor_inputs'].tolist() == [7]
+    assert parsed['predictor_inputs'].tolist() == [4, 5]
+
+  def test_hand_written_receiver_not_combined(self):
+    def own():
+      t = tf.compat.v1.placeholder(tf.int32, [None], name='length')
+      s = tf.compat.v1.placeholder(tf.string, [None], name='first')
+      return tf.estimator.export.ServingInputReceiver({'length': t, 'first': s},
+                                                      {'length': t, 'first': s})
+    with pytest.raises(ReceiverError, match="receiver 'examples' is a hand-written receiver fn"):
+      build_combined_receiver_fn(build_raw_receiver_fn(SPEC), {'examples': adapt_receiver_fn(own)})
+
   def test_bad_alternative_name(self):
     with pytest.raises(ReceiverError, match='without ":"'):
       build_combined_receiver_fn(build_raw_receiver_fn(SPEC), {'a:b': build_example_receiver_fn(SPEC)})
+
+
+class RenamedToy(toy.ToyClassifier):
+  """The toy classifier with its feature 'x' served as 'measurements'."""
+  feature_spec = FeatureSpec([
+      Feature('x', 'float32', shape=(3,), input_key='measurements'),
+      Feature('n', 'int32', default=0),
+      Feature('label', 'int32', training_only=True),
+  ])
+
+
+@pytest.fixture(scope='module')
+def renamed(tmp_path_factory):
+  """(model, estimator, ExportResult) of RenamedToy, samples keyed by input key."""
+  model = RenamedToy()
+  estimator = model.make_estimator(str(tmp_path_factory.mktemp('renamed_model')),
+                                   params={'learning_rate': 0.05})
+  estimator.train(toy.train_input_fn, max_steps=10)
+  base = tmp_path_factory.mktemp('renamed_export') / 'toy'
+  samples = {'measurements': toy.SAMPLES['x'], 'n': toy.SAMPLES['n']}
+  return model, estimator, model.export_for_serving(estimator, str(base), samples=samples)
+
+
+class TestInputKeyExport:
+
+  def test_signatures_take_the_input_key(self, renamed):
+    _, _, result = renamed
+    assert {'serving_default', 'examples:classify', 'examples:regress'} <= set(result.signatures)
+    defs = saved_model_lib.serve_signature_defs(result.path)
+    assert sorted(defs['serving_default'].inputs) == ['measurements', 'n']
+    assert sorted(defs['examples:serving_default'].inputs) == ['examples']
+
+  def test_served_answers_match_estimator_predict(self, renamed):
+    _, estimator, result = renamed
+    expected = next(estimator.predict(
+        lambda: tf.data.Dataset.from_tensors(toy.SAMPLES), yield_single_examples=False,
+        checkpoint_path=result.checkpoint_path))
+    with Predictor.from_saved_model(result.path) as predictor:
+      raw = predictor({'measurements': toy.SAMPLES['x'], 'n': toy.SAMPLES['n']})
+      examples = predictor.for_signature('examples:serving_default')(
+          {'examples': RenamedToy.feature_spec.to_examples(toy.SAMPLES)})
+    for out in (raw, examples):
+      np.testing.assert_allclose(out['probabilities'], expected['probabilities'], rtol=1e-5)
+
+  def test_samples_by_feature_name_or_input_key_feed_the_same(self, renamed):
+    _, _, result = renamed
+    defs = saved_model_lib.serve_signature_defs(result.path)
+    by_key = validate_lib.sample_feeds(defs, RenamedToy.feature_spec,
+                                       {'measurements': toy.SAMPLES['x'], 'n': toy.SAMPLES['n']})
+    by_name = validate_lib.sample_feeds(defs, RenamedToy.feature_spec, toy.SAMPLES)
+    for feeds in (by_key, by_name):
+      np.testing.assert_array_equal(feeds['serving_default']['measurements'], toy.SAMPLES['x'])
+      example = tf.train.Example.FromString(feeds['examples:classify']['inputs'][0])
+      assert list(example.features.feature['x'].float_list.value) == [1.0, 2.0, 3.0]
+
+  def test_parity_compares_the_renamed_path(self, renamed):
+    _, estimator, result = renamed
+    with Predictor.from_saved_model(result.path) as predictor:
+      outputs = {'serving_default': predictor({'measurements': toy.SAMPLES['x'],
+                                               'n': toy.SAMPLES['n']})}
+    compared = validate_lib.check_parity(
+        estimator, result.checkpoint_path, RenamedToy.feature_spec,
+        {'measurements': toy.SAMPLES['x'], 'n': toy.SAMPLES['n']}, outputs, 1e-4, 1e-5)
+    assert compared == 3  # logits, probabilities, class_ids
+    outputs['serving_default']['logits'] = outputs['serving_default']['logits'] + 1.0
+    with pytest.raises(validate_lib.ValidationError,
+                       match="'serving_default' output 'logits' differs from estimator.predict"):
+      validate_lib.check_parity(estimator, result.checkpoint_path, RenamedToy.feature_spec,
+                                toy.SAMPLES, outputs, 1e-4, 1e-5)
+
+  def test_warmup_and_manifest_use_the_input_key(self, renamed):
+    _, _, result = renamed
+    logs = warmup_lib.read_warmup_requests(result.path)
+    default = [log.predict_log.request for log in logs
+               if log.predict_log.request.model_spec.signature_name == 'serving_default']
+    assert sorted(default[0].inputs) == ['measurements', 'n']
+    features = saved_model_lib.read_manifest(result.path)['features']
+    assert [(f['name'], f['input_key']) for f in features] == [
+        ('x', 'measurements'), ('n', 'n'), ('label', 'label')]
+
+  def test_validate_export_reads_the_input_key_from_the_manifest(self, renamed):
+    _, _, result = renamed
+    shapes = validate_lib.validate_export(result.path)
+    assert shapes['serving_default']['probabilities'] == (2, 2)

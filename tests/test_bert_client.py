@@ -1,0 +1,123 @@
+"""`python -m bert_example.client` against a served BERT export, as a user runs it.
+
+A 1-layer BERT (hidden 16) is fine-tuned for a few steps on the demo data and exported
+with its ids, tf.Example and raw-text signatures; the embedded server serves it on
+127.0.0.1. The client runs as a subprocess (gRPC and REST; text, text pairs and
+locally tokenized ids); every line it prints must name the label and probabilities
+estimator.predict gives for that sentence.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import estimator_export as ee
+from bert_example import client as client_lib
+from bert_example import data as data_lib
+from bert_example import demo_data
+from bert_example import modeling
+from bert_example import pipeline
+from estimator_export.client import GrpcClient
+from estimator_export.serving.server import create_server
+
+pytest.importorskip('tensorflow_text', reason='the text signature needs tensorflow-text')
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODEL = 'bert'
+SEQ = 16
+# One printed answer: '{label:>10}  (name p, name p)  {text!r}' (bert_example.client.Answer).
+ANSWER = re.compile(r"^ *(\S+)  \((.*)\)  (['\"].*['\"])$")
+
+
+@pytest.fixture(scope='module')
+def served(tmp_path_factory):
+  """(run, server): the tiniest BERT the pipeline trains, exported and served."""
+  root = str(tmp_path_factory.mktemp('bert_client'))
+  data_dir = os.path.join(root, 'data')
+  demo_data.generate_demo_dataset(data_dir, num_train=96, num_dev=8, num_test=4)
+  vocab = os.path.join(root, 'vocab.txt')
+  size = data_lib.build_vocab(data_lib.get_processor('demo').get_train_examples(data_dir), vocab)
+  config = modeling.BertConfig(vocab_size=size, hidden_size=16, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=32,
+                               max_position_embeddings=SEQ)
+  config_file = os.path.join(root, 'bert_config.json')
+  with open(config_file, 'w') as f:
+    f.write(config.to_json_string())
+  settings = pipeline.ClassifierSettings(
+      task_name='demo', data_dir=data_dir, vocab_file=vocab, bert_config_file=config_file,
+      output_dir=os.path.join(root, 'model'), max_seq_length=SEQ, train_batch_size=16,
+      learning_rate=5e-3, num_train_epochs=1.0, do_train=True, do_export=True,
+      export_dir=os.path.join(root, 'export'), export_options=ee.ExportOptions(model_name=MODEL))
+  run = pipeline.run(settings, print_fn=lambda m: None)
+  server = create_server(model_name=MODEL, model_base_path=settings.export_dir, port=0,
+                         rest_api_port=0)
+  try:
+    with GrpcClient(f'127.0.0.1:{server.grpc_port}') as client:
+      client_lib.wait_until_available(client, MODEL, timeout=60)
+    yield run, server
+  finally:
+    server.stop(grace=1)
+
+
+def _client(*args, expect_code=0):
+  proc = subprocess.run([sys.executable, '-m', 'bert_example.client', *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=180,
+                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+  assert proc.returncode == expect_code, proc.stdout[-2000:] + proc.stderr[-3000:]
+  return proc
+
+
+def _check_answers(stdout, run, texts_a, texts_b=None):
+  """Each printed line: the sentence, estimator.predict's label and probabilities (3 places)."""
+  lines = [line for line in stdout.splitlines() if line.strip()]
+  assert len(lines) == len(texts_a), stdout
+  expected = pipeline.estimator_probabilities(run.model, run.estimator, texts_a, texts_b)
+  labels = list(run.model.label_vocabulary)
+  for line, text, probs in zip(lines, texts_a, expected):
+    match = ANSWER.match(line)
+    assert match, line
+    label, pairs, shown = match.groups()
+    assert shown == repr(text)
+    printed = dict(pair.rsplit(' ', 1) for pair in pairs.split(', '))
+    assert list(printed) == labels
+    np.testing.assert_allclose([float(printed[n]) for n in labels], probs, atol=0.0011)
+    assert label == labels[int(np.argmax(probs))]
+
+
+TEXTS = ['a truly great film', 'the acting was awful']
+
+
+def test_text_over_grpc(served):
+  run, server = served
+  proc = _client(f'--server=127.0.0.1:{server.grpc_port}', f'--model_name={MODEL}',
+                 *[f'--text={t}' for t in TEXTS])
+  _check_answers(proc.stdout, run, TEXTS)
+
+
+def test_text_pairs_over_rest(served):
+  run, server = served
+  texts_b = ['i loved it', 'never again']
+  proc = _client('--protocol=rest', f'--server=http://127.0.0.1:{server.rest_port}',
+                 f'--model_name={MODEL}', *[f'--text={t}' for t in TEXTS],
+                 *[f'--text_b={t}' for t in texts_b])
+  _check_answers(proc.stdout, run, TEXTS, texts_b)
+
+
+def test_ids_tokenized_by_the_client(served):
+  run, server = served
+  proc = _client(f'--server=127.0.0.1:{server.grpc_port}', f'--model_name={MODEL}',
+                 f'--vocab_file={run.model.vocab_file}', f'--max_seq_length={SEQ}',
+                 *[f'--text={t}' for t in TEXTS])
+  _check_answers(proc.stdout, run, TEXTS)
+
+
+def test_unknown_model_is_an_error_without_traceback(served):
+  _, server = served
+  proc = _client(f'--server=127.0.0.1:{server.grpc_port}', '--model_name=nope', '--text=hi',
+                 expect_code=1)
+  assert proc.stdout == ''
+  assert proc.stderr.strip().splitlines()[-1].startswith('client: error: ')
+  assert 'nope' in proc.stderr and 'Traceback' not in proc.stderr
