@@ -9,6 +9,8 @@
 Timings are medians of `time.perf_counter` intervals; comparisons interleave
 the baseline and the measured call so both see the same machine load.
 """
+import dataclasses
+import json
 import os
 import socket
 import statistics
@@ -16,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
@@ -162,3 +164,51 @@ def interleaved_medians(calls: Mapping[str, Callable[[], object]], repeats: int
       calls[name]()
       times[name].append(time.perf_counter() - start)
   return {name: statistics.median(values) for name, values in times.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One line of a benchmark's goal table: what, the values, the ratio and its goal."""
+  what: str
+  measured: str
+  ratio: str
+  goal: str
+  met: Optional[bool]  # None: informational, skipped, or too few calls to judge.
+
+  def line(self) -> str:
+    verdict = {True: 'met', False: 'NOT met', None: '-'}[self.met]
+    return f'{self.what:<44} | {self.measured:<56} | {self.ratio:>9} | {self.goal:<9} | {verdict}'
+
+
+def load_average() -> str:
+  return '/'.join(f'{x:.2f}' for x in os.getloadavg())
+
+
+def finish(name: str, rows: Sequence[Row], load_before: str, output_dir: Optional[str],
+           extra: Optional[Mapping[str, object]] = None, say=print) -> str:
+  """Prints the goal table every benchmark ends with; writes <output_dir>/<name>.json.
+
+  Args:
+    name: the benchmark ('freeze_bench', ...).
+    rows: its results.
+    load_before: load_average() when it started (the one after is taken here).
+    output_dir: where the JSON goes; None: nowhere.
+    extra: more JSON fields.
+    say: the print function.
+
+  Returns:
+    the load line ('load average (1/5/15 min) ... before, ... after').
+  """
+  load = f'load average (1/5/15 min) {load_before} before, {load_average()} after'
+  say('\n' + Row('what', 'measured', 'ratio', 'goal', None).line().replace('| -', '| met?'))
+  for row in rows:
+    say(row.line())
+  say(f'{load} ({os.cpu_count()} cores shared with other work: ratios, not absolute times)')
+  if output_dir:
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, f'{name}.json')
+    with open(path, 'w', encoding='utf-8') as f:
+      json.dump({'rows': [dataclasses.asdict(r) for r in rows], 'load': load,
+                 **dict(extra or {})}, f, indent=2)
+    say(f'(results in {path})')
+  return load

@@ -26,7 +26,6 @@ iterations (a smoke run well under 2 minutes).
 """
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -43,6 +42,7 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 import estimator_export as ee  # pylint: disable=g-import-not-at-top
 from estimator_export._op_libraries import register_serving_op_libraries  # pylint: disable=g-import-not-at-top
 from bench import _common  # pylint: disable=g-import-not-at-top
+from bench._common import Row  # pylint: disable=g-import-not-at-top
 from bert_example import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
 from bert_example import model as model_lib  # pylint: disable=g-import-not-at-top
 from bert_example import modeling  # pylint: disable=g-import-not-at-top
@@ -61,20 +61,6 @@ SENTENCES = (
     'I did not enjoy this movie at all, although the music was quite good.',
     'A clever script, sharp dialogue and a surprising ending make this worth watching.',
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-  """One result: what was measured, the values, the ratio and its goal."""
-  what: str
-  measured: str
-  ratio: str
-  goal: str
-  met: Optional[bool]  # None: informational, or skipped.
-
-  def line(self) -> str:
-    verdict = {True: 'met', False: 'NOT met', None: '-'}[self.met]
-    return f'{self.what:<44} | {self.measured:<52} | {self.ratio:>9} | {self.goal:<8} | {verdict}'
 
 
 def encoder_matmul_flops(config: modeling.BertConfig, seq_len: int, num_labels: int) -> int:
@@ -365,7 +351,7 @@ def main():
       rows.append(row)
       say(row.line())
 
-  load_before = os.getloadavg()[0]
+  load_before = _common.load_average()
   try:
     setup = set_up(work, args.random_weights, args.layers, say)
     add(measure_text(setup, repeats['text']))
@@ -379,15 +365,8 @@ def main():
     if args.output_dir is None:
       shutil.rmtree(work, ignore_errors=True)
 
-  load = f'load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after'
-  say('\n' + Row('what', 'measured', 'ratio', 'goal', None).line().replace('| -', '| met?'))
-  for row in sorted(rows, key=lambda r: r.what):
-    say(row.line())
-  say(f'{setup.weights}; {load} (2 shared cores: other work skews absolute times)')
-  if args.output_dir:
-    with open(os.path.join(work, 'bert_bench.json'), 'w') as f:
-      json.dump({'model': setup.weights, 'quick': args.quick, 'load': load,
-                 'rows': [dataclasses.asdict(r) for r in rows]}, f, indent=2)
+  _common.finish('bert_bench', sorted(rows, key=lambda r: r.what), load_before,
+                 args.output_dir, {'model': setup.weights, 'quick': args.quick}, say)
 
 
 if __name__ == '__main__':
