@@ -8,6 +8,8 @@ Every other module reads SavedModels through here, so each rule exists once:
     find_meta_graph(proto, 'serve,gpu', path)  # the MetaGraph tagged exactly {serve, gpu}
     numeric_versions(base)             # [1, 2, 10]: what TF Serving would load
     read_manifest(path)                # assets.extra/export_manifest.json, or {}
+    content_fingerprint(path)          # sha256 of saved_model.pb, variables/, assets/
+    verify_fingerprint(path)           # ValidationError naming each file changed since
     resolve_checkpoint(model_dir, ckpt)
     fsync_tree(path); fsync_dir(path)  # durability on local file systems
     normalize_path(path)               # '/abs' for a local path or file:// URI; URLs kept
@@ -19,9 +21,10 @@ All file access goes through `tf.io.gfile`, except fsync, which only local paths
 tensorflow-io, hdfs://, ram://); a file:// URI is a local path. Nothing here imports
 another module of this package except `errors`.
 """
+import hashlib
 import json
 import os
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 from google.protobuf import message as message_lib
@@ -29,7 +32,7 @@ from google.protobuf import text_format
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from estimator_export.errors import (CheckpointNotFoundError, ContractError, SignatureError,
-                                     did_you_mean)
+                                     ValidationError, did_you_mean)
 
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # 'serving_default'
 SERVE_TAG = tf.saved_model.SERVING  # 'serve'
@@ -245,6 +248,124 @@ def write_manifest(export_dir: str, manifest: Dict[str, Any]) -> str:
   return path
 
 
+# ----- content fingerprint -----
+
+FINGERPRINT_ALGORITHM = 'sha256'
+FINGERPRINT_PB = 'fingerprint.pb'  # Written by tf.saved_model.save (TF 2.12+), not by Builder.
+_MODEL_DIRS = ('variables', 'assets')
+_BLOCK_BYTES = 1 << 20
+
+
+def model_files(export_dir: str) -> List[str]:
+  """The files that make up the model, relative to export_dir with '/', sorted.
+
+  saved_model.pb (or .pbtxt), fingerprint.pb when present, and everything below
+  variables/ and assets/. assets.extra/ is left out: it holds the manifest itself
+  and files (warmup, example requests) that do not change what the model computes.
+  """
+  found = [name for name in (SAVED_MODEL_PB, SAVED_MODEL_PBTXT, FINGERPRINT_PB)
+           if tf.io.gfile.exists(os.path.join(export_dir, name))]
+  for top in _MODEL_DIRS:
+    root = os.path.join(export_dir, top)
+    if not tf.io.gfile.isdir(root):
+      continue
+    for directory, _, names in tf.io.gfile.walk(root):
+      rel = os.path.relpath(directory, export_dir).replace(os.sep, '/')
+      found.extend(f'{rel}/{name}' for name in names)
+  return sorted(found)
+
+
+def file_sha256(path: str) -> Tuple[str, int]:
+  """(hex sha256, size in bytes) of a file, read in 1 MiB blocks (open() when local)."""
+  digest, size = hashlib.sha256(), 0
+  opened = (open(_os_path(path), 'rb') if is_local_path(path)  # pylint: disable=consider-using-with
+            else tf.io.gfile.GFile(path, 'rb'))
+  with opened as f:
+    while True:
+      block = f.read(_BLOCK_BYTES)
+      if not block:
+        break
+      digest.update(block)
+      size += len(block)
+  return digest.hexdigest(), size
+
+
+def _combined_digest(files: Dict[str, Dict[str, Any]]) -> str:
+  lines = ''.join(f"{rel}\t{entry['bytes']}\t{entry['sha256']}\n"
+                  for rel, entry in sorted(files.items()))
+  return hashlib.sha256(lines.encode('utf-8')).hexdigest()
+
+
+def content_fingerprint(export_dir: str) -> Dict[str, Any]:
+  """What the manifest records of the model's bytes; compute it after the last edit.
+
+  Returns:
+    {'algorithm': 'sha256', 'digest': sha256 of the lines "PATH<tab>BYTES<tab>SHA256<lf>"
+    of every file (sorted), 'files': {PATH: {'sha256', 'bytes'}}}, PATH relative
+    with '/' (model_files). When fingerprint.pb exists (tf.saved_model.save writes
+    it; the tf.compat.v1 Builder that Estimators use does not), also
+    'saved_model_fingerprint': its fields as decimal strings (uint64).
+  """
+  files = {}
+  for rel in model_files(export_dir):
+    sha, size = file_sha256(os.path.join(export_dir, rel))
+    files[rel] = {'sha256': sha, 'bytes': size}
+  result = {'algorithm': FINGERPRINT_ALGORITHM, 'digest': _combined_digest(files),
+            'files': files}
+  if FINGERPRINT_PB in files:
+    fingerprint = tf.saved_model.experimental.read_fingerprint(export_dir)
+    result['saved_model_fingerprint'] = {
+        field: str(getattr(fingerprint, field)) for field in (
+            'saved_model_checksum', 'graph_def_program_hash', 'signature_def_hash',
+            'saved_object_graph_hash', 'checkpoint_hash')}
+  return result
+
+
+def verify_fingerprint(export_dir: str, manifest: Optional[Dict[str, Any]] = None
+                       ) -> Dict[str, Any]:
+  """Checks the model's files against the manifest's fingerprint; returns that fingerprint.
+
+  Sizes are compared first; only files of the recorded size are hashed.
+
+  Raises:
+    ContractError: no manifest, or a manifest without a fingerprint.
+    ValidationError: a file changed, is missing or was added; names each one.
+  """
+  check_saved_model_dir(export_dir)
+  manifest = read_manifest(export_dir) if manifest is None else manifest
+  recorded = manifest.get('fingerprint')
+  if not recorded:
+    raise ContractError('the export manifest records no content fingerprint',
+                        value=manifest_path(export_dir),
+                        fix='re-export with this version of estimator_export, or skip the '
+                        'fingerprint check')
+  if recorded.get('algorithm') != FINGERPRINT_ALGORITHM:
+    raise ContractError('unknown fingerprint algorithm in the manifest',
+                        value=recorded.get('algorithm'),
+                        fix=f'only {FINGERPRINT_ALGORITHM!r} fingerprints can be checked')
+  expected = recorded.get('files', {})
+  present = set(model_files(export_dir))
+  problems = [] if _combined_digest(expected) == recorded.get('digest') else [
+      f'{MANIFEST_FILENAME} (its file list does not match its digest)']
+  problems += [f'{rel} (missing)' for rel in sorted(set(expected) - present)]
+  problems += [f'{rel} (added)' for rel in sorted(present - set(expected))]
+  for rel in sorted(present & set(expected)):
+    path = os.path.join(export_dir, rel)
+    size = tf.io.gfile.stat(path).length
+    if size != expected[rel]['bytes']:
+      problems.append(f'{rel} (size {size} bytes, recorded '
+                      f"{expected[rel]['bytes']})")
+    elif file_sha256(path)[0] != expected[rel]['sha256']:
+      problems.append(f'{rel} (content changed: sha256 differs)')
+  if problems:
+    raise ValidationError(f'the export differs from the fingerprint in its manifest, in '
+                          f'{len(problems)} file(s) of {export_dir}', value=problems,
+                          fix='the files changed after the export was written (copy error, '
+                          'corruption or an edit): re-export, or restore them from a good '
+                          'copy')
+  return recorded
+
+
 # ----- durability -----
 
 def is_local_path(path: str) -> bool:
@@ -414,9 +535,10 @@ def checkpoint_step(checkpoint_path: str) -> int:
 
 __all__: Sequence[str] = (
     'CLASSIFY_METHOD', 'DEFAULT_SIGNATURE', 'PREDICT_METHOD', 'REGRESS_METHOD', 'SERVE_TAG',
-    'TagSet', 'check_saved_model_dir', 'checkpoint_step', 'copy_tree', 'find_meta_graph',
-    'fsync_dir', 'fsync_tree', 'is_local_path', 'local_os_path', 'newest_version_dir',
-    'normalize_path', 'numeric_versions', 'parse_tag_set', 'read_manifest', 'read_saved_model',
-    'remove_version_dir', 'resolve_checkpoint', 'saved_model_file', 'serve_meta_graph',
-    'serve_signature_defs', 'signature_defs', 'tag_key', 'version_names', 'write_manifest',
+    'TagSet', 'check_saved_model_dir', 'checkpoint_step', 'content_fingerprint', 'copy_tree',
+    'file_sha256', 'find_meta_graph', 'fsync_dir', 'fsync_tree', 'is_local_path',
+    'local_os_path', 'model_files', 'newest_version_dir', 'normalize_path', 'numeric_versions',
+    'parse_tag_set', 'read_manifest', 'read_saved_model', 'remove_version_dir',
+    'resolve_checkpoint', 'saved_model_file', 'serve_meta_graph', 'serve_signature_defs',
+    'signature_defs', 'tag_key', 'verify_fingerprint', 'version_names', 'write_manifest',
     'write_saved_model')

@@ -16,8 +16,10 @@
    serialized Examples;
 4. optionally validates (reloads and runs every signature on sample inputs,
    compares predict signatures with each other and with `estimator.predict`),
-   writes `assets.extra/tf_serving_warmup_requests` and always writes
-   `assets.extra/export_manifest.json`;
+   writes `assets.extra/tf_serving_warmup_requests`, and always writes example
+   requests (`assets.extra/requests/`, see example_requests) and
+   `assets.extra/export_manifest.json` with a sha256 fingerprint of the model's
+   files, taken after the last change to saved_model.pb;
 5. publishes it as `<base>/<version>` (see "File systems" below);
 6. applies retention (newest N or best N by a metric).
 
@@ -76,17 +78,19 @@ import numpy as np
 import tensorflow as tf
 
 from estimator_export import custom_receiver
+from estimator_export import example_requests as example_requests_lib
 from estimator_export import outputs as outputs_lib
 from estimator_export import receivers as receivers_lib
 from estimator_export import servability
 from estimator_export import tag_sets as tag_sets_lib
 from estimator_export import validate as validate_lib
 from estimator_export import warmup as warmup_lib
-from estimator_export._saved_model import (checkpoint_step, copy_tree, fsync_dir, fsync_tree,
-                                           is_local_path, normalize_path, numeric_versions,
-                                           read_manifest, read_saved_model, remove_version_dir,
-                                           resolve_checkpoint, saved_model_file,
-                                           serve_meta_graph, write_manifest, write_saved_model)
+from estimator_export._saved_model import (checkpoint_step, content_fingerprint, copy_tree,
+                                           fsync_dir, fsync_tree, is_local_path, normalize_path,
+                                           numeric_versions, read_manifest, read_saved_model,
+                                           remove_version_dir, resolve_checkpoint,
+                                           saved_model_file, serve_meta_graph, write_manifest,
+                                           write_saved_model)
 from estimator_export._staging import (STAGING_PREFIX, STALE_STAGING_SECONDS,  # pylint: disable=unused-import
                                        STAGING_RE as _STAGING_RE, clean_partial_versions,
                                        clean_stale_staging, host as _host, local_staging_dir,
@@ -259,6 +263,8 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
     if logs:
       warmup_lib.write_warmup_requests(written, logs)
       logger.info('export: wrote %d warmup request(s)', len(logs))
+    requests = example_requests_lib.write_example_requests(  # assets.extra/requests/
+        written, logs or _warmup_logs(sig_defs, feeds, options))
     if options.validate:
       logger.info('export: validating %d signature(s)', len(signatures))
       # Each MetaGraph loaded by its tags; the warmup file replayed as TF Serving will.
@@ -276,7 +282,7 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
     if options.check_servable:
       logger.info('export: %s', servability.assert_servable(written))
     manifest_path = _write_manifest(written, estimator, ckpt, step, version, spec, signatures,
-                                    removed, label_vocabulary, metrics, options)
+                                    removed, label_vocabulary, metrics, options, requests)
     if local:
       logger.debug('export: fsynced %d file(s) of %s', fsync_tree(written), written)
       final, published_before = _publish(written, base, version, options.on_collision)
@@ -563,7 +569,9 @@ def _warmup_logs(sig_defs, feeds, options):
 # ----- manifest -----
 
 def _write_manifest(export_dir, estimator, ckpt, step, version, spec, signatures, removed,
-                    label_vocabulary, metrics, options) -> str:
+                    label_vocabulary, metrics, options, example_requests=None) -> str:
+  """Writes the manifest; its content fingerprint covers saved_model.pb as it is now, so
+  call this after the last change to the SavedModel."""
   manifest = {
       'format': 'estimator_export.manifest/1',
       'version': version,
@@ -579,6 +587,8 @@ def _write_manifest(export_dir, estimator, ckpt, step, version, spec, signatures
       'metrics': {k: float(v) for k, v in (metrics or {}).items()},
       'validated': options.validate,
       'tag_sets': tag_sets_lib.plan(options.tag_sets, signatures).as_dict(),
+      'example_requests': dict(example_requests or {}),  # Under assets.extra/requests/.
+      'fingerprint': content_fingerprint(export_dir),
   }
   return write_manifest(export_dir, manifest)
 

@@ -31,6 +31,8 @@ def add_parser(subparsers) -> None:
                 'estimator-export query --model_name half_plus_two --method multi_inference '
                 '--task regress_x_to_y:regress --task classify_x_to_y:classify '
                 "--examples '[{\"x\": 2.0}]'",
+                'estimator-export query --request_file '
+                '/models/classifier/1/assets.extra/requests/serving_default.pbtxt',
                 'estimator-export query --model_name classifier --method metadata',
                 'estimator-export query --server dns:///serving.default.svc.cluster.local:8500 '
                 "--model_name classifier --inputs '{\"x\": [[1.0, 2.0, 3.0]]}'"])
@@ -41,10 +43,18 @@ def add_parser(subparsers) -> None:
                       'name given as dns:///NAME:PORT (e.g. a Kubernetes headless Service)')
   parser.add_argument('--protocol', choices=('grpc', 'rest'), default='grpc',
                       help='the API to use (default: grpc)')
-  parser.add_argument('--model_name', '--model', dest='model', required=True, metavar='NAME',
-                      help='the model name the server serves')
-  parser.add_argument('--method', choices=METHODS, default='predict',
-                      help='the call to make (default: predict)')
+  parser.add_argument('--model_name', '--model', dest='model', default=None, metavar='NAME',
+                      help='the model name the server serves (required, except with '
+                      '--request_file, whose model_spec.name it then replaces)')
+  parser.add_argument('--method', choices=METHODS, default=None,
+                      help='the call to make (default: predict; with --request_file, the '
+                      "request's type decides)")
+  parser.add_argument('--request_file', default=None, metavar='PBTXT',
+                      help='send this text-proto request as it is: a PredictRequest, '
+                      'ClassificationRequest, RegressionRequest or MultiInferenceRequest (e.g. '
+                      "an export's assets.extra/requests/*.pbtxt); the call follows its type. "
+                      '--model_name, --signature_name, --version, --version_label and '
+                      '--output_filter replace what it holds')
   parser.add_argument('--signature_name', default='', metavar='NAME',
                       help='the signature to call (default: serving_default)')
   parser.add_argument('--version', type=int, default=None, metavar='N',
@@ -191,22 +201,87 @@ def _tasks(args) -> list:
   return tasks
 
 
-def _multi_inference(client, args) -> list:
-  """One MultiInference call; per task {signature_name, method, results}."""
+def _multi_inference(client, args, model=None, examples=None, context=None, version=None,
+                     label=None) -> list:
+  """One MultiInference call (from the flags, or a request's values); per task
+  {signature_name, method, results}."""
   tasks = _tasks(args)
-  examples, context = _examples(args)
-  results = client.multi_inference(args.model, tasks, examples, context, args.version,
-                                   args.version_label)
+  if examples is None:
+    model, version, label = args.model, args.version, args.version_label
+    examples, context = _examples(args)
+  results = client.multi_inference(model, tasks, examples, context, version, label)
   return [{'signature_name': signature, 'method': method,
            'results': _scores(result) if method == 'classify' else result}
           for (signature, method), result in zip(tasks, results)]
 
 
+def _request_spec(args, spec) -> tuple:
+  """(model, signature, version, label) of a request's ModelSpec, with the flags' overrides."""
+  model = args.model or spec.name
+  if not model:
+    raise _common.UsageError(f'--request_file {args.request_file!r} has no model_spec.name. '
+                             'Fix: add --model_name NAME')
+  if args.version is not None or args.version_label:
+    version, label = args.version, args.version_label
+  else:
+    choice = spec.WhichOneof('version_choice')
+    version = spec.version.value if choice == 'version' else None
+    label = spec.version_label if choice == 'version_label' else None
+  return model, args.signature_name or spec.signature_name, version, label
+
+
+def _send_request_file(client, args) -> Any:
+  """Sends the --request_file request by its type; returns the result to print."""
+  from estimator_export import example_requests  # pylint: disable=g-import-not-at-top
+  from estimator_export.client import GrpcClient  # pylint: disable=g-import-not-at-top
+  given = [flag for flag in ('inputs', 'examples', 'context') if getattr(args, flag) is not None]
+  given += ['task'] if args.task else []
+  if given:
+    raise _common.UsageError(f'--request_file holds the whole request; got also --{given[0]}. '
+                             f'Fix: drop --{given[0]}, or drop --request_file')
+  request = example_requests.read_request_file(args.request_file)
+  method = example_requests.REQUEST_TYPES[type(request)][0]
+  if args.method not in (None, method):
+    raise _common.UsageError(f'--method={args.method} does not match --request_file '
+                             f'{args.request_file!r}, a {type(request).DESCRIPTOR.name}. Fix: '
+                             'drop --method (the request type decides the call)')
+  args.method = method
+  if method == 'multi_inference':
+    if not request.tasks:
+      raise _common.UsageError(f'--request_file {args.request_file!r} is a '
+                               'MultiInferenceRequest without tasks. Fix: add tasks { model_spec '
+                               '{ ... } method_name: "tensorflow/serving/classify" }')
+    model, _, version, label = _request_spec(args, request.tasks[0].model_spec)
+    args.task = [f'{task.model_spec.signature_name}:{task.method_name.rsplit("/", 1)[-1]}'
+                 for task in request.tasks]
+  else:
+    model, signature, version, label = _request_spec(args, request.model_spec)
+  if method == 'predict':
+    output_filter = ([a for a in args.output_filter.split(',') if a] or
+                     list(request.output_filter))
+    inputs = dict(request.inputs)  # TensorProtos, sent as they are (REST: as JSON).
+    if isinstance(client, GrpcClient):
+      return client.predict(model, inputs, signature, version, label, output_filter)
+    return client.predict(model, inputs, signature, version, label, output_filter,
+                          request_format=args.rest_format)
+  examples, context = example_requests.examples_of(request.input)
+  if method == 'multi_inference':
+    return _multi_inference(client, args, model, examples, context, version, label)
+  call = client.classify if method == 'classify' else client.regress
+  result = call(model, examples, signature, context, version, label)
+  return result if method == 'regress' else _scores(result)
+
+
 def _query(client, args) -> Any:
-  """Makes the one call --method names; returns the result to print."""
+  """Makes the one call --method (or --request_file) names; returns the result to print."""
   from estimator_export.client import GrpcClient  # pylint: disable=g-import-not-at-top
   from google.protobuf import json_format  # pylint: disable=g-import-not-at-top
-  method = args.method
+  if args.request_file:
+    return _send_request_file(client, args)
+  if not args.model:
+    raise _common.UsageError('query needs --model_name (or --request_file). Fix: add '
+                             '--model_name NAME, the name the server serves the model under')
+  method = args.method = args.method or 'predict'
   if args.task and method != 'multi_inference':
     raise _common.UsageError(f'--task applies only to --method=multi_inference: got --method='
                              f'{method}. Fix: drop --task, or pass --method multi_inference')

@@ -8,13 +8,15 @@ def add_parser(subparsers) -> None:
       description="Loads one MetaGraph of the export (--tag_set; by default the 'serve' one "
       'TF Serving loads), runs each of its signatures on the given samples (or on inputs '
       "built from the export's manifest and signatures), and checks that the raw-tensor and "
-      'tf.Example paths of the same model agree within the tolerances. Exit 0 when every '
-      'signature ran and agreed, 2 otherwise.',
+      'tf.Example paths of the same model agree within the tolerances. First, the files of '
+      "the model are checked against the sha256 fingerprint in the export's manifest. Exit 0 "
+      'when the files are unchanged and every signature ran and agreed, 2 otherwise.',
       examples=['estimator-export validate --dir /models/classifier/1000',
                 'estimator-export validate --dir /models/classifier/1000 '
                 '--samples \'{"x": [[1.0, 2.0, 3.0]], "n": [1]}\' --rtol 1e-4',
                 'estimator-export validate --dir /models/classifier/1000 --samples @samples.json',
-                'estimator-export validate --dir /models/classifier/1000 --tag_set serve,gpu'])
+                'estimator-export validate --dir /models/classifier/1000 --tag_set serve,gpu',
+                'estimator-export validate --dir /models/classifier/1000 --fingerprint require'])
   _common.add_dir_argument(parser)
   parser.add_argument('--tag_set', metavar='TAGS', default='serve',
                       help='comma-separated tag-set of the MetaGraph to run, as show --tag_set '
@@ -26,6 +28,10 @@ def add_parser(subparsers) -> None:
                       help='relative tolerance when signatures are compared (default: 1e-4)')
   parser.add_argument('--atol', type=float, default=1e-5,
                       help='absolute tolerance when signatures are compared (default: 1e-5)')
+  parser.add_argument('--fingerprint', choices=('auto', 'require', 'skip'), default='auto',
+                      help="check saved_model.pb, variables/ and assets/ against the manifest's "
+                      'sha256 fingerprint: auto (when the manifest has one; the default), '
+                      'require (an export without one fails), skip')
   parser.set_defaults(run=run)
 
 
@@ -35,6 +41,12 @@ def run(args) -> int:
     raise _common.UsageError(f'--samples must be a JSON object of feature name -> rows: got '
                              f'a {type(samples).__name__}. Fix: pass {{"x": [[1.0, 2.0]]}}')
   from estimator_export import validate  # pylint: disable=g-import-not-at-top
+  from estimator_export import _saved_model  # pylint: disable=g-import-not-at-top
+  if args.fingerprint == 'require' or (
+      args.fingerprint == 'auto' and 'fingerprint' in _saved_model.read_manifest(args.dir)):
+    recorded = _saved_model.verify_fingerprint(args.dir)
+    print(f"fingerprint: ok {recorded['algorithm']}:{recorded['digest']} "
+          f"({len(recorded['files'])} files)")
   report = validate.validate_export(args.dir, samples=samples, rtol=args.rtol, atol=args.atol,
                                     tag_set=args.tag_set)
   for name, shapes in report.items():
