@@ -267,8 +267,7 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
         written, logs or _warmup_logs(sig_defs, feeds, options))
     if options.validate:
       logger.info('export: validating %d signature(s)', len(signatures))
-      # Each MetaGraph loaded by its tags; the warmup file replayed as TF Serving will.
-      outputs = tag_sets_lib.run_every_tag_set(
+      outputs = tag_sets_lib.run_every_tag_set(  # Each MetaGraph by its tags; warmup replayed.
           written, layout, feeds, options.rtol, options.atol,
           warmup_lib.read_warmup_requests(written) if logs else None)
       for alias, target in aliases.items():
