@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
+from estimator_export import precision
 from estimator_export._op_libraries import register_serving_op_libraries
 from estimator_export._runner import (GraphRunner, InputSpec, Shape, SignatureRunner, as_names,
                                       check_input_keys, to_feed_array)
@@ -123,7 +124,8 @@ class Predictor:
   @classmethod
   def from_saved_model(cls, export_dir: str, signature_name: str = DEFAULT_SIGNATURE,
                        tags: Union[str, Sequence[str]] = (tf.saved_model.SERVING,),
-                       config: Optional[tf.compat.v1.ConfigProto] = None) -> 'Predictor':
+                       config: Optional[tf.compat.v1.ConfigProto] = None,
+                       mixed_precision: Optional[str] = None) -> 'Predictor':
     """Loads a SavedModel once and returns a predictor for one of its signatures.
 
     Args:
@@ -131,6 +133,8 @@ class Predictor:
       signature_name: the signature to run; others via for_signature.
       tags: the tag set of the MetaGraph to load.
       config: an optional tf.compat.v1.ConfigProto for the session.
+      mixed_precision: 'bfloat16' runs it as TF Serving's --mixed_precision=bfloat16
+        does (estimator_export.precision); None: float32.
 
     Raises:
       ContractError: export_dir is not a SavedModel, or has no MetaGraph with
@@ -140,6 +144,7 @@ class Predictor:
     export_dir = os.fspath(export_dir)
     check_saved_model_dir(export_dir)
     tags = as_names(tags)
+    config = precision.session_config(mixed_precision, config)
     graph = tf.Graph()
     session = tf.compat.v1.Session(graph=graph, config=config)
     try:

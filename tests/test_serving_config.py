@@ -434,6 +434,25 @@ class TestServerOptions:
   def test_bool_flags(self, argv, expected):
     assert _parse_flags(*argv).enable_batching is expected
 
+  def test_mixed_precision_bfloat16_sets_the_onednn_rewrite(self):
+    options = _parse_flags('--mixed_precision=bfloat16')
+    assert options.mixed_precision == 'bfloat16'
+    config = options.session_config()
+    assert config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == 1  # ON
+    assert ServerOptions().session_config() is None  # float32: TensorFlow's own session.
+
+  def test_mixed_precision_keeps_the_session_config_files_fields(self, tmp_path):
+    path = tmp_path / 'session.pbtxt'
+    path.write_text('allow_soft_placement: true\n')
+    config = _parse_flags(f'--tensorflow_session_config_file={path}',
+                          '--mixed_precision=bfloat16').session_config()
+    assert config.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 == 1
+    assert config.allow_soft_placement
+
+  def test_unknown_mixed_precision_names_the_choices(self):
+    with pytest.raises(ConfigError, match=r"mixed_precision.*got 'fp16'.*'bfloat16'"):
+      ServerOptions(mixed_precision='fp16')
+
   def test_bad_bool_flag(self, capsys):
     with pytest.raises(SystemExit):
       _parse_flags('--enable_model_warmup=maybe')

@@ -124,6 +124,10 @@ def add_freeze_arguments(parser: argparse.ArgumentParser) -> None:
   ours.add_argument('--compress', choices=('none', 'fp16', 'int8'), default='none',
                     help='store large weights as fp16 or int8 with per-channel scales '
                     '(default: none)')
+  ours.add_argument('--mixed_precision', choices=('', 'bfloat16'), default='',
+                    help='record that the graph runs with bfloat16 matmuls (TF Serving\'s '
+                    '--mixed_precision=bfloat16 rewrite; FrozenPredictor applies it) and '
+                    'report the output drift on the samples (default: float32)')
   ours.add_argument('--tables', choices=('embed', 'reference'), default='embed',
                     help='vocabulary files of lookup tables: embedded as constants or copied '
                     'beside the .pb (default: embed)')
@@ -177,7 +181,8 @@ def _freeze(freeze_lib, args, samples):
       variable_names_whitelist=_list(args.variable_names_whitelist) or None,
       variable_names_denylist=_list(args.variable_names_denylist) or None,
       initializer_nodes=_list(args.initializer_nodes),
-      checkpoint_version=args.checkpoint_version)
+      checkpoint_version=args.checkpoint_version,
+      mixed_precision=args.mixed_precision or None)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always', freeze_lib.FreezeWarning)
     frozen, manifest = freeze_lib.freeze_graph(
@@ -216,3 +221,7 @@ def _print_summary(output_graph: str, frozen, manifest: str) -> None:
     c = frozen.compression
     print(f'  {c["mode"]}: size ratio {c["size_ratio"]:.3f}; max |diff| '
           f'{c.get("max_abs_diff")}')
+  if frozen.mixed_precision:
+    m = frozen.mixed_precision
+    print(f'  {m["mode"]}: native on this CPU: {m["native"] or "no"}; max |diff| '
+          f'{m.get("max_abs_diff")}')

@@ -129,8 +129,9 @@ FLAGS: Dict[str, Flag] = {
                             'the embedded server registers no profiler service'),
     'thread_pool_factory_config_file': Flag(str, '', REFUSED, 'A text ThreadPoolConfig.',
                                             'the embedded server has no thread pool factories'),
-    'mixed_precision': Flag(str, '', REFUSED, 'Mixed precision mode.',
-                            'the embedded server does not rewrite graphs for mixed precision'),
+    'mixed_precision': Flag(str, '', IMPLEMENTED, 'Mixed precision mode: "bfloat16" runs '
+                            "matmuls in bfloat16 (grappler's oneDNN rewrite; pays on CPUs "
+                            'with AVX512_BF16 or AMX).'),
     'skip_initialize_tpu': Flag(bool, False, IGNORED, 'Skip initializing TPUs.',
                                 'the embedded server never initializes TPUs'),
     'enable_grpc_healthcheck_service': Flag(

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
+from estimator_export import precision
 from estimator_export import validate as validate_lib
 from estimator_export._saved_model import local_os_path, normalize_path
 from estimator_export.errors import FreezeError
@@ -57,6 +58,10 @@ class FreezeOptions:
       per shard). Checkpoints of the other format are refused with a message
       saying which they are; a SavedModel's variables are always V2, so it is
       not used there.
+    mixed_precision: 'bfloat16' records that the graph runs with TF Serving's
+      --mixed_precision=bfloat16 rewrite (estimator_export.precision):
+      FrozenPredictor applies it, and the output drift on the samples is
+      measured and kept in the manifest; None: float32.
   """
   optimizations: Tuple[str, ...] = ()
   compression: Optional[str] = None
@@ -71,6 +76,7 @@ class FreezeOptions:
   min_compress_elements: int = 1024
   variable_names_denylist: Optional[Tuple[str, ...]] = None
   checkpoint_version: int = 2
+  mixed_precision: Optional[str] = None
 
   def __post_init__(self):
     names = tuple(self.optimizations)
@@ -85,6 +91,7 @@ class FreezeOptions:
     if self.compression not in (None,) + compress_lib.MODES:
       raise FreezeError('unknown FreezeOptions.compression', value=self.compression,
                         fix=f'use None or one of {list(compress_lib.MODES)}')
+    precision.check_mode(self.mixed_precision, 'FreezeOptions.mixed_precision', FreezeError)
     if self.tables not in TABLE_MODES:
       raise FreezeError('unknown FreezeOptions.tables', value=self.tables,
                         fix=f'use one of {list(TABLE_MODES)}')
@@ -133,6 +140,8 @@ class FrozenGraph:
       outputs are not reproducible; passes then run unchecked).
     compression: sizes and output difference of the weight compression, or None.
     warnings: messages also issued as FreezeWarning.
+    mixed_precision: {'mode', 'native' (the CPU flag or None), 'max_abs_diff'
+      on the samples (None when unchecked)}, or None (float32).
   """
   graph_def: Any
   inputs: Dict[str, Dict[str, Any]]
@@ -145,6 +154,7 @@ class FrozenGraph:
   validation: Dict[str, Any] = dataclasses.field(default_factory=dict)
   compression: Optional[Dict[str, Any]] = None
   warnings: List[str] = dataclasses.field(default_factory=list)
+  mixed_precision: Optional[Dict[str, Any]] = None
 
   def manifest(self, graph_file: str = 'frozen_graph.pb') -> Dict[str, Any]:
     """The JSON-serialisable manifest (asset paths as stored)."""
@@ -153,7 +163,7 @@ class FrozenGraph:
             'assets': self.assets, 'tables': self.tables, 'source': self.source,
             'optimizations': self.optimizations, 'validation': self.validation,
             'compression': self.compression, 'warnings': self.warnings,
-            'graph_bytes': self.graph_def.ByteSize()}
+            'mixed_precision': self.mixed_precision, 'graph_bytes': self.graph_def.ByteSize()}
 
   def save(self, output_graph: str) -> str:
     """Writes output_graph (binary GraphDef) and its manifest beside it.
@@ -294,10 +304,11 @@ def _embed_tables(graph_def, tables: List[Dict[str, Any]]):
     node.attr['Tval'].type = value_type
 
 
-def _run_frozen(frozen: 'FrozenGraph', graph_def, feeds) -> Dict[str, np.ndarray]:
+def _run_frozen(frozen: 'FrozenGraph', graph_def, feeds,
+                config: Optional[tf.compat.v1.ConfigProto] = None) -> Dict[str, np.ndarray]:
   aliases = sorted(frozen.outputs)
   values = passes_lib.run_graph_def(graph_def, [frozen.outputs[a]['name'] for a in aliases],
-                                    feeds, frozen.init_op, frozen.assets)
+                                    feeds, frozen.init_op, frozen.assets, config)
   return dict(zip(aliases, values))
 
 
@@ -429,5 +440,13 @@ def freeze_session(session: tf.compat.v1.Session, inputs: Mapping[str, tf.Tensor
           k: validate_lib.max_abs_difference(reference[k], got[k])
           if reference[k].dtype.kind in 'fc' else 0.0 for k in sorted(reference)}
     result = compressed
+  if options.mixed_precision:
+    frozen.mixed_precision = {'mode': options.mixed_precision,
+                              'native': precision.native_bf16(), 'max_abs_diff': None}
+    if reference is not None and not training:
+      got = _run_frozen(frozen, result, feeds, precision.session_config(options.mixed_precision))
+      frozen.mixed_precision['max_abs_diff'] = {
+          k: validate_lib.max_abs_difference(reference[k], got[k])
+          if reference[k].dtype.kind in 'fc' else 0.0 for k in sorted(reference)}
   frozen.graph_def = result
   return frozen

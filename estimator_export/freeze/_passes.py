@@ -45,7 +45,8 @@ _FUSED_BATCH_NORMS = frozenset({'FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatc
 
 def run_graph_def(graph_def, fetches: Sequence[str], feeds: Mapping[str, np.ndarray],
                   init_op: Optional[str] = None,
-                  asset_feeds: Optional[Mapping[str, str]] = None) -> List[np.ndarray]:
+                  asset_feeds: Optional[Mapping[str, str]] = None,
+                  config: Optional[tf.compat.v1.ConfigProto] = None) -> List[np.ndarray]:
   """Imports graph_def into a fresh graph, runs init_op, then fetches tensors by name.
 
   Args:
@@ -54,9 +55,10 @@ def run_graph_def(graph_def, fetches: Sequence[str], feeds: Mapping[str, np.ndar
     feeds: tensor name -> numpy array.
     init_op: a node to run first (table initializers), or None.
     asset_feeds: tensor name -> file path, fed while running init_op.
+    config: the session's ConfigProto (None: TF's default).
   """
   graph = graph_lib.import_graph_def(graph_def)
-  with tf.compat.v1.Session(graph=graph) as session:
+  with tf.compat.v1.Session(graph=graph, config=config) as session:
     if init_op:
       session.run(init_op, feed_dict=dict(asset_feeds or {}) or None)
     return session.run(list(fetches), feed_dict=dict(feeds))

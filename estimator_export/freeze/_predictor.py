@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
+from estimator_export import precision
 from estimator_export._op_libraries import register_serving_op_libraries
 from estimator_export._runner import GraphRunner, InputSpec, SignatureRunner
 from estimator_export._saved_model import normalize_path
@@ -132,14 +133,17 @@ class FrozenPredictor:
       manifest: the manifest dict (aliases, init_op, assets), or None to run
         by tensor names only.
       base_dir: directory that the manifest's asset paths are relative to.
-      config: optional tf.compat.v1.ConfigProto; default_session_config() if None.
+      config: optional tf.compat.v1.ConfigProto; if None, default_session_config()
+        with the manifest's mixed_precision applied.
     """
     register_serving_op_libraries()
     self._manifest = dict(manifest or {})
     graph = tf.Graph()
     lifted_init, lifted_values = import_lifting_constants(graph, graph_def)
-    self._runner = _FrozenRunner(
-        graph, tf.compat.v1.Session(graph=graph, config=config or default_session_config()))
+    if config is None:  # The manifest's mixed precision (FreezeOptions.mixed_precision).
+      config = precision.session_config(
+          (self._manifest.get('mixed_precision') or {}).get('mode'), default_session_config())
+    self._runner = _FrozenRunner(graph, tf.compat.v1.Session(graph=graph, config=config))
     try:
       if lifted_init is not None:
         self.session.run(lifted_init, feed_dict=lifted_values)

@@ -37,6 +37,7 @@ import os
 import re
 from typing import Any, List, Mapping, Optional, Tuple, Union
 
+from estimator_export import precision
 from estimator_export.errors import ConfigError
 from estimator_export.serving.config_models import (
     INT32_MAX, INT64_MAX, INT64_MIN, TENSORFLOW_PLATFORM, All, Latest, ModelConfig, Specific,
@@ -137,6 +138,9 @@ class ServerOptions:
       as the flag's comma-separated text or a sequence; stored as a tuple.
       A version loads the MetaGraph whose tags equal these as a set; one
       without fails to load with NOT_FOUND. Default: ('serve',).
+    mixed_precision: 'bfloat16' turns on grappler's oneDNN bfloat16 auto mixed
+      precision in every session, as TF Serving does (see
+      estimator_export.precision); '' (default): float32.
 
   The embedded server's own settings (no TF Serving flag; never passed to the
   real binary):
@@ -180,6 +184,7 @@ class ServerOptions:
   max_num_load_retries: int = 5
   load_retry_interval_micros: int = 60_000_000
   saved_model_tags: Union[str, Tuple[str, ...]] = ('serve',)
+  mixed_precision: str = ''
   rest_api_max_body_bytes: int = 32 * 1024 * 1024
   rest_api_max_elements: int = 16 * 1024 * 1024
   max_inflight_request_bytes: int = 64 * 1024 * 1024
@@ -233,6 +238,7 @@ class ServerOptions:
     object.__setattr__(self, 'grpc_channel_arguments',
                        tuple((str(k), v) for k, v in self.grpc_channel_arguments))
     object.__setattr__(self, 'saved_model_tags', _saved_model_tags(self.saved_model_tags))
+    precision.check_mode(self.mixed_precision, 'mixed_precision', _precision_error)
     for name in ('enable_batching', 'enable_model_warmup', 'rest_api_enable_cors_support',
                  'allow_model_reload'):
       require_bool(name, getattr(self, name))
@@ -304,7 +310,7 @@ class ServerOptions:
     """
     if not (self.tensorflow_session_config_file or self.tensorflow_session_parallelism
             or self.tensorflow_intra_op_parallelism or self.tensorflow_inter_op_parallelism
-            or self.per_process_gpu_memory_fraction):
+            or self.per_process_gpu_memory_fraction or self.mixed_precision):
       return None
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
@@ -324,7 +330,11 @@ class ServerOptions:
       intra = inter = self.tensorflow_session_parallelism
     config.intra_op_parallelism_threads = intra
     config.inter_op_parallelism_threads = inter
-    return config
+    return precision.apply(config, self.mixed_precision or None)
+
+
+def _precision_error(message: str, value: Any, fix: str) -> ConfigError:
+  return ConfigError(f'server_options.{message}', field='mixed_precision', value=value, fix=fix)
 
 
 def _saved_model_tags(value: Union[str, Tuple[str, ...]]) -> Tuple[str, ...]:

@@ -22,6 +22,7 @@ from typing import Callable, List, Optional
 
 import tensorflow as tf
 
+from estimator_export import precision
 from estimator_export import warmup as warmup_lib
 from estimator_export.errors import ExportError
 from estimator_export.serving import config as config_lib
@@ -96,6 +97,7 @@ class ModelServer:
       self._config_failures = Counter(
           CONFIG_RELOAD_FAILURES, 'Re-reads of --model_config_file that were not applied (the '
           'previous config stays in effect).', registry=self.metrics.registry)
+    precision.warn_if_emulated(opts.mixed_precision or None)
     self.manager = ModelManager(opts.model_configs(), poll_seconds=opts.file_system_poll_wait_seconds,
                                 on_load=self._on_load_hooks(),
                                 session_config=opts.session_config(),
