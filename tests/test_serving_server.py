@@ -43,6 +43,7 @@ from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from estimator_export import precision
 from estimator_export.serving import config as config_lib
 from estimator_export.serving import server as server_lib
 from tests import toy
@@ -150,6 +151,17 @@ def test_ports_bound_with_zero(half_plus_two):
   for port in ports:
     assert_refused(port)
   servers[0].stop()  # A second stop is a no-op.
+
+
+def test_mixed_precision_bfloat16_serves(half_plus_two, caplog):
+  with caplog.at_level(logging.WARNING, logger='estimator_export'), \
+      start(model_name='half_plus_two', model_base_path=half_plus_two,
+            mixed_precision='bfloat16') as server:
+    reply = rest_predict(server.rest_port, 'half_plus_two', [1.0, 2.0, 5.0])
+    assert reply.status == 200
+    np.testing.assert_allclose(reply.json()['predictions'], [2.5, 3.0, 4.5], rtol=1e-2)
+  emulated = [r for r in caplog.records if 'mixed_precision=bfloat16 on a CPU' in r.message]
+  assert bool(emulated) == (precision.native_bf16() is None)
 
 
 def test_rest_port_none_serves_grpc_only(half_plus_two):
