@@ -3,8 +3,10 @@ import setuptools
 
 # ONNX Runtime and the TF -> ONNX converter, pinned to versions that keep TF 2.15's numpy<2,
 # protobuf<5 and ml_dtypes 0.3 (pip's newest pick numpy 2, protobuf 7 and ml_dtypes 0.7;
-# onnx >= 1.18 imports ml_dtypes >= 0.5 types). sympy: onnxruntime.transformers' fusions.
-BENCH = ["tf2onnx==1.17.0", "onnx==1.17.0", "onnxruntime==1.32.0", "sympy>=1.12"]
+# onnx >= 1.18 imports ml_dtypes >= 0.5 types). sympy: onnxruntime.transformers' fusions;
+# matplotlib: the latency-vs-batch plot of bench/ort_bench.py.
+BENCH = ["tf2onnx==1.17.0", "onnx==1.17.0", "onnxruntime==1.32.0", "sympy>=1.12",
+         "matplotlib==3.9.4"]
 
 setuptools.setup(
     name="estimator_export",
