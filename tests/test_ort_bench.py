@@ -62,3 +62,12 @@ def test_batch_size_is_dynamic_in_onnx(converted):
   for batch in (1, 5):
     out = ort(freeze_bench.sample(batch, SEQ, TINY.vocab_size, seed=batch))
     assert out['pooled_output'].shape == (batch, TINY.hidden_size)
+
+
+def test_plot_writes_a_png(tmp_path):
+  pytest.importorskip('matplotlib', reason="matplotlib is a bench extra: pip install -e '.[bench]'")
+  path = str(tmp_path / 'latency.png')
+  ort_bench.plot({1: {'SavedModel': 30.0, 'ORT': 20.0}, 8: {'SavedModel': 150.0, 'ORT': 90.0}},
+                 path, 'test')
+  with open(path, 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'

@@ -125,7 +125,8 @@ class FrozenPredictor:
   """
 
   def __init__(self, graph_def: Any, manifest: Optional[Mapping[str, Any]] = None,
-               base_dir: str = '.', config: Optional[tf.compat.v1.ConfigProto] = None):
+               base_dir: str = '.', config: Optional[tf.compat.v1.ConfigProto] = None,
+               mixed_precision: Optional[str] = None):
     """Imports graph_def (no name prefix) and runs the manifest's init_op.
 
     Args:
@@ -133,16 +134,17 @@ class FrozenPredictor:
       manifest: the manifest dict (aliases, init_op, assets), or None to run
         by tensor names only.
       base_dir: directory that the manifest's asset paths are relative to.
-      config: optional tf.compat.v1.ConfigProto; if None, default_session_config()
-        with the manifest's mixed_precision applied.
+      config: optional tf.compat.v1.ConfigProto; if None, default_session_config().
+      mixed_precision: 'bfloat16' (estimator_export.precision) applied to that
+        config; None: the manifest's (FreezeOptions.mixed_precision), if any.
     """
     register_serving_op_libraries()
     self._manifest = dict(manifest or {})
     graph = tf.Graph()
     lifted_init, lifted_values = import_lifting_constants(graph, graph_def)
-    if config is None:  # The manifest's mixed precision (FreezeOptions.mixed_precision).
-      config = precision.session_config(
-          (self._manifest.get('mixed_precision') or {}).get('mode'), default_session_config())
+    if mixed_precision is None:
+      mixed_precision = (self._manifest.get('mixed_precision') or {}).get('mode')
+    config = precision.session_config(mixed_precision, config or default_session_config())
     self._runner = _FrozenRunner(graph, tf.compat.v1.Session(graph=graph, config=config))
     try:
       if lifted_init is not None:
@@ -169,8 +171,8 @@ class FrozenPredictor:
 
   @classmethod
   def from_frozen_graph(cls, graph_path: str, manifest: Union[bool, Mapping[str, Any]] = True,
-                        config: Optional[tf.compat.v1.ConfigProto] = None
-                       ) -> 'FrozenPredictor':
+                        config: Optional[tf.compat.v1.ConfigProto] = None,
+                        mixed_precision: Optional[str] = None) -> 'FrozenPredictor':
     """Loads a frozen .pb (and, by default, the manifest beside it).
 
     Args:
@@ -178,6 +180,7 @@ class FrozenPredictor:
       manifest: True: read <stem>.manifest.json (FreezeError if missing);
         False: none (tensor names only); or a manifest dict.
       config: optional tf.compat.v1.ConfigProto.
+      mixed_precision: 'bfloat16', or None for the manifest's (see __init__).
     """
     graph_path = os.fspath(graph_path)
     if not tf.io.gfile.exists(graph_path):
@@ -189,7 +192,8 @@ class FrozenPredictor:
       manifest = read_frozen_manifest(graph_path)
     elif manifest is False:
       manifest = None
-    return cls(graph_def, manifest, os.path.dirname(normalize_path(graph_path)), config)
+    return cls(graph_def, manifest, os.path.dirname(normalize_path(graph_path)), config,
+               mixed_precision)
 
   @property
   def graph(self) -> tf.Graph:
