@@ -1,4 +1,4 @@
-"""The three workflow examples, run for real with tiny sizes.
+"""The workflow examples, run for real with tiny sizes, and the README's table of them.
 
 savedmodel_basics (session-trained, saved two ways, loaded every way),
 keypoints_export (plain model_fn, raw image receiver) and canned_classifier
@@ -204,3 +204,26 @@ def test_other_examples_as_programs(tmp_path, module, args, expected):
   for text in expected:
     assert text in proc.stdout, text
   assert proc.stdout.rstrip().endswith('done.')
+
+
+def test_readme_articles_table_names_examples_that_tests_run():
+  """Every example in the README's "from the articles" table exists and a test runs it."""
+  with open(os.path.join(REPO, 'README.md'), encoding='utf-8') as f:
+    readme = f.read()
+  table = readme.split('| workflow (from the articles) |', 1)[1].split('\n\n', 1)[0]
+  names = set()
+  for row in table.splitlines()[2:]:
+    cell = row.split('|')[2].strip()
+    if cell.startswith('`') and cell.endswith('`') and ' ' not in cell:
+      names.add(cell.strip('`'))
+  assert len(names) >= 10, names
+  tests_dir = os.path.join(REPO, 'tests')
+  sources = ''
+  for name in os.listdir(tests_dir):
+    if name.startswith('test_') and name.endswith('.py'):
+      with open(os.path.join(tests_dir, name), encoding='utf-8') as f:
+        sources += f.read()
+  for name in sorted(names):
+    assert os.path.exists(os.path.join(REPO, 'examples', f'{name}.py')), name
+    assert (f'examples import {name}' in sources or f'examples.{name}' in sources
+            or f"'{name}'" in sources), f'no test runs examples/{name}.py'
