@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/freeze_bench.py
 	$(PY) bench/bert_bench.py
 	$(PY) bench/ort_bench.py
+	$(PY) bench/cluster_bench.py
 
 clean:
 	rm -rf $(VENV) demo_output bench_output .pytest_cache
