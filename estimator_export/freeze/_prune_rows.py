@@ -260,7 +260,10 @@ def _static_shapes(graph_def) -> Tuple[Dict[str, list], Dict[str, int]]:
       dim = node.attr['shape'].shape.dim[0]
       if dim.size < 0:
         dim.size = _PROBE_BATCH
-  graph = graph_lib.import_graph_def(probe)
+  try:
+    graph = graph_lib.import_graph_def(probe)
+  except (ValueError, tf.errors.InvalidArgumentError):  # Inputs that cannot share a batch.
+    return {}, {}
   tensors = [t for op in graph.get_operations() for t in op.outputs]
   return ({t.name: t.shape.as_list() for t in tensors if t.shape.rank is not None},
           {t.name: t.dtype.as_datatype_enum for t in tensors})

@@ -127,7 +127,10 @@ def _reshape_targets(graph_def, batch: int):
       dim = node.attr['shape'].shape.dim[0]
       if dim.size < 0:
         dim.size = batch
-  graph = graph_lib.import_graph_def(probe)
+  try:
+    graph = graph_lib.import_graph_def(probe)
+  except (ValueError, tf.errors.InvalidArgumentError):  # Inputs that cannot share a batch.
+    return {}
   return {op.name: op.outputs[0].shape.as_list() for op in graph.get_operations()
           if op.type == 'Reshape' and op.inputs[1].op.type != 'Const'
           and op.outputs[0].shape.is_fully_defined()}
