@@ -56,6 +56,46 @@ def strip_unused(graph_def, keep: Sequence[str]):
   return tf.compat.v1.graph_util.extract_sub_graph(graph_def, sorted(set(keep)))
 
 
+def bypass_nodes(graph_def, bypass: Mapping[str, str]):
+  """A copy of graph_def without the nodes of `bypass` (name -> the input their readers
+  get instead, followed through chains); only output 0 of a bypassed node is redirected."""
+  def source(name: str) -> str:
+    node = node_name(name)
+    if node not in bypass or (':' in name and not name.endswith(':0')):
+      return name
+    target = source(bypass[node])
+    return '^' + node_name(target) if name.startswith('^') else target
+
+  result = tf.compat.v1.GraphDef()
+  result.versions.CopyFrom(graph_def.versions)
+  result.library.CopyFrom(graph_def.library)
+  for node in graph_def.node:
+    if node.name in bypass:
+      continue
+    copy = result.node.add()
+    copy.CopyFrom(node)
+    del copy.input[:]
+    copy.input.extend(source(i) for i in node.input)
+  return result
+
+
+def import_with_batch(graph_def, batch: int) -> Optional[tf.Graph]:
+  """graph_def imported with every Placeholder's unknown leading dimension set to
+  `batch`, so static shape inference evaluates shape arithmetic (Shape, Prod,
+  Pack...) for that batch size; None if the inputs cannot share one batch size."""
+  probe = tf.compat.v1.GraphDef()
+  probe.CopyFrom(graph_def)
+  for node in probe.node:
+    if node.op == 'Placeholder' and node.attr['shape'].shape.dim:
+      dim = node.attr['shape'].shape.dim[0]
+      if dim.size < 0:
+        dim.size = batch
+  try:
+    return import_graph_def(probe)
+  except (ValueError, tf.errors.InvalidArgumentError):
+    return None
+
+
 def node_name(name: str) -> str:
   """'^a', 'a:0', 'a' -> 'a' (the node of a tensor or control input)."""
   name = name[1:] if name.startswith('^') else name

@@ -103,28 +103,7 @@ def remove_training_nodes(graph_def, keep: Sequence[str]):
   protected = {graph_lib.node_name(k) for k in keep}
   bypass = {n.name: n.input[0] for n in result.node
             if n.op in _GRADIENT_ONLY_OPS and n.name not in protected and n.input}
-  if not bypass:
-    return result
-
-  def source(name: str) -> str:
-    control = name.startswith('^')
-    node = graph_lib.node_name(name)
-    if node not in bypass or (':' in name and not name.endswith(':0')):
-      return name
-    target = source(bypass[node])
-    return '^' + graph_lib.node_name(target) if control else target
-
-  pruned = tf.compat.v1.GraphDef()
-  pruned.versions.CopyFrom(result.versions)
-  pruned.library.CopyFrom(result.library)
-  for node in result.node:
-    if node.name in bypass:
-      continue
-    copy = pruned.node.add()
-    copy.CopyFrom(node)
-    del copy.input[:]
-    copy.input.extend(source(i) for i in node.input)
-  return pruned
+  return graph_lib.bypass_nodes(result, bypass) if bypass else result
 
 
 # ----- constant folding -----

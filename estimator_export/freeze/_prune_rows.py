@@ -253,16 +253,8 @@ def _seed(node, shapes, by_name) -> Optional[Tuple[int, int]]:
 
 def _static_shapes(graph_def) -> Tuple[Dict[str, list], Dict[str, int]]:
   """(tensor name -> dims, tensor name -> DataType enum), the batch set to the probe."""
-  probe = tf.compat.v1.GraphDef()
-  probe.CopyFrom(graph_def)
-  for node in probe.node:
-    if node.op == 'Placeholder' and node.attr['shape'].shape.dim:
-      dim = node.attr['shape'].shape.dim[0]
-      if dim.size < 0:
-        dim.size = _PROBE_BATCH
-  try:
-    graph = graph_lib.import_graph_def(probe)
-  except (ValueError, tf.errors.InvalidArgumentError):  # Inputs that cannot share a batch.
+  graph = graph_lib.import_with_batch(graph_def, _PROBE_BATCH)
+  if graph is None:
     return {}, {}
   tensors = [t for op in graph.get_operations() for t in op.outputs]
   return ({t.name: t.shape.as_list() for t in tensors if t.shape.rank is not None},

@@ -89,29 +89,6 @@ def _copy(graph_def):
   return result
 
 
-def _bypass(graph_def, skip: dict):
-  """graph_def without the nodes in `skip` (name -> the input their readers get instead)."""
-  def source(name: str) -> str:
-    node = graph_lib.node_name(name)
-    if node not in skip:
-      return name
-    if name.startswith('^'):
-      return '^' + graph_lib.node_name(source(skip[node]))
-    return source(skip[node])
-
-  result = tf.compat.v1.GraphDef()
-  result.versions.CopyFrom(graph_def.versions)
-  result.library.CopyFrom(graph_def.library)
-  for node in graph_def.node:
-    if node.name in skip:
-      continue
-    copy = result.node.add()
-    copy.CopyFrom(node)
-    del copy.input[:]
-    copy.input.extend(source(i) for i in node.input)
-  return result
-
-
 # ----- fold_shapes -----
 
 # Two batch sizes no real shape arithmetic maps to the same value by accident.
@@ -119,17 +96,9 @@ _PROBE_BATCHES = (7919, 7907)
 
 
 def _reshape_targets(graph_def, batch: int):
-  """Reshape name -> static output dims, with every Placeholder's leading unknown
-  dimension set to `batch` (TF's shape inference then evaluates Shape/Prod/Pack)."""
-  probe = _copy(graph_def)
-  for node in probe.node:
-    if node.op == 'Placeholder' and node.attr['shape'].shape.dim:
-      dim = node.attr['shape'].shape.dim[0]
-      if dim.size < 0:
-        dim.size = batch
-  try:
-    graph = graph_lib.import_graph_def(probe)
-  except (ValueError, tf.errors.InvalidArgumentError):  # Inputs that cannot share a batch.
+  """Reshape name -> static output dims when the inputs' batch is `batch`."""
+  graph = graph_lib.import_with_batch(graph_def, batch)
+  if graph is None:
     return {}
   return {op.name: op.outputs[0].shape.as_list() for op in graph.get_operations()
           if op.type == 'Reshape' and op.inputs[1].op.type != 'Const'
@@ -174,7 +143,7 @@ def fold_shapes(graph_def, keep: Sequence[str]):
     if perm is not None and perm.ndim == 1 and np.array_equal(perm, np.arange(perm.size)):
       skip[node.name] = node.input[0]
   if skip:
-    result = _bypass(result, skip)
+    result = graph_lib.bypass_nodes(result, skip)
   if not targets and not skip:
     return graph_def, 0
   return graph_lib.strip_unused(result, keep), len(targets) + len(skip)
@@ -322,7 +291,7 @@ def fold_scales(graph_def, keep: Sequence[str]):
       count += 1
       break
   if skip:
-    result = _bypass(result, skip)
+    result = graph_lib.bypass_nodes(result, skip)
   if not count:
     return graph_def, 0
   return graph_lib.strip_unused(result, keep), count
