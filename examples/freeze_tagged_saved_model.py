@@ -19,8 +19,6 @@ signature_def_map. There is no signature to take outputs from, so they are named
    SavedModel (loaded by its tag) on the same samples.
 """
 import os
-import subprocess
-import sys
 
 from absl import app
 from absl import flags
@@ -29,13 +27,12 @@ import tensorflow as tf
 
 import estimator_export as ee
 from examples._common import prepare_output_dir
+from examples._common import run_cli
 
 FLAGS = flags.FLAGS
 
 TAG = 'my_model'
 OUTPUTS = ('probabilities', 'class_id')
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI_TIMEOUT_SECONDS = 300
 
 
 def save_tagged_model(export_dir: str) -> None:
@@ -68,18 +65,10 @@ def run_saved_model(export_dir: str, x: np.ndarray):
 
 def freeze_with_cli(export_dir: str, output_graph: str) -> str:
   """Runs `python -m estimator_export.cli freeze` on the SavedModel; returns its stdout."""
-  command = [sys.executable, '-m', 'estimator_export.cli', 'freeze',
-             '--input_saved_model_dir', export_dir, '--saved_model_tags', TAG,
-             '--output_node_names', ','.join(OUTPUTS), '--output_graph', output_graph,
-             '--optimize=all']
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [REPO] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
-  proc = subprocess.run(command, env=env, capture_output=True, text=True,
-                        timeout=CLI_TIMEOUT_SECONDS, check=False)
-  if proc.returncode != 0:
-    raise RuntimeError(f'the freeze command failed (exit {proc.returncode}): '
-                       f'{proc.stderr.strip().splitlines()[-1:]}')
-  return proc.stdout
+  return run_cli(['freeze',
+                  '--input_saved_model_dir', export_dir, '--saved_model_tags', TAG,
+                  '--output_node_names', ','.join(OUTPUTS), '--output_graph', output_graph,
+                  '--optimize=all'])
 
 
 def run_frozen_graph(graph_path: str, x: np.ndarray):

@@ -18,8 +18,6 @@ written separately and joined by freezing.
    trained session on the same samples.
 """
 import os
-import subprocess
-import sys
 
 from absl import app
 from absl import flags
@@ -28,11 +26,10 @@ import tensorflow as tf
 
 import estimator_export as ee
 from examples._common import prepare_output_dir
+from examples._common import run_cli
 
 FLAGS = flags.FLAGS
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI_TIMEOUT_SECONDS = 300
 
 
 def make_data(n: int, seed: int):
@@ -70,17 +67,9 @@ def train_and_write(model_dir: str, steps: int, samples: np.ndarray):
 
 def freeze_with_cli(pbtxt: str, prefix: str, output_graph: str) -> str:
   """Runs `python -m estimator_export.cli freeze` on graph + checkpoint; returns its stdout."""
-  command = [sys.executable, '-m', 'estimator_export.cli', 'freeze',
-             '--input_graph', pbtxt, '--input_binary=false', '--input_checkpoint', prefix,
-             '--output_node_names', 'output', '--output_graph', output_graph]
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      [REPO] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
-  proc = subprocess.run(command, env=env, capture_output=True, text=True,
-                        timeout=CLI_TIMEOUT_SECONDS, check=False)
-  if proc.returncode != 0:
-    raise RuntimeError(f'the freeze command failed (exit {proc.returncode}): '
-                       f'{proc.stderr.strip().splitlines()[-1:]}')
-  return proc.stdout
+  return run_cli(['freeze',
+                  '--input_graph', pbtxt, '--input_binary=false', '--input_checkpoint', prefix,
+                  '--output_node_names', 'output', '--output_graph', output_graph])
 
 
 def run_frozen_graph(graph_path: str, x: np.ndarray) -> np.ndarray:
