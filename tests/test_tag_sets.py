@@ -221,9 +221,11 @@ class TestTagSetOptions:
 # ----- the command line: validate and diff by --tag_set -----
 
 def _cli(capsys, *argv):
+  """(exit code, stdout without validate's fingerprint line, stderr) of the command."""
   code = cli.main(list(argv))
   out = capsys.readouterr()
-  return code, out.out, out.err
+  lines = [l for l in out.out.splitlines(keepends=True) if not l.startswith('fingerprint: ok')]
+  return code, ''.join(lines), out.err
 
 
 class TestValidateAndDiffByTagSet:
