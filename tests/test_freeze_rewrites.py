@@ -145,6 +145,12 @@ class TestFoldScales:
               if n.op == 'BatchMatMulV2' and n.attr['adj_y'].b]
     assert len(scores) == CONFIG.num_hidden_layers
     assert all(users[s.name] == ['AddV2'] for s in scores)  # Straight to the mask.
+    halves = [n for n in after.graph_def.node if n.op == 'Mul' and any(
+        by_name[i].op == 'Const' and tf.make_ndarray(by_name[i].attr['value'].tensor).size == 1
+        and float(tf.make_ndarray(by_name[i].attr['value'].tensor)) == 0.5 for i in n.input)]
+    assert not halves  # GELU's 0.5 is in the next dense layer's weights.
+    # Per layer: GELU's division, the attention scale and GELU's 0.5.
+    assert note(after, 'fold_scales').startswith(f'{3 * CONFIG.num_hidden_layers} scales folded')
     assert max_diff_from_saved_model(bert, after) < ATOL
 
 

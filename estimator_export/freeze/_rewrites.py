@@ -16,7 +16,9 @@ leaves the input proto alone.
   fold_scales   x / c becomes x * (1 / c) for a float constant c (GELU's x / sqrt(2));
                 attention's scores * c, with the query from a dense layer through
                 Reshape/Transpose, becomes scores of a query whose weights and bias
-                are multiplied by c (one multiply over [batch, heads, seq, seq] gone).
+                are multiplied by c (one multiply over [batch, heads, seq, seq] gone);
+                a scalar factor on the way into a dense layer (GELU's 0.5 * x)
+                moves into that layer's weights.
 
 TF 2.15's CPU kernels (Eigen, the default on CPUs without AVX-512) have no fused
 GELU or LayerNorm; oneDNN's (_MklFusedMatMul with GeluExact, _MklLayerNorm) run
@@ -245,7 +247,7 @@ def _query_dense(index: _Index, tensor: str) -> Optional[List]:
 
 
 def fold_scales(graph_def, keep: Sequence[str]):
-  """Division by constants as multiplication; attention's score scale into the query.
+  """Division by constants as multiplication; scalar scales into neighbouring weights.
 
   Returns:
     (new GraphDef, number of nodes rewritten).
@@ -290,8 +292,52 @@ def fold_scales(graph_def, keep: Sequence[str]):
       skip[node.name] = data[i]
       count += 1
       break
+  for node in list(result.node):  # x * c, later multiplied into a dense layer's input.
+    scaled = _scalar_scaled(index, node)
+    matmul = _next_matmul(index, node) if scaled and node.name not in skip else None
+    if matmul is None:
+      continue
+    operand, c = scaled
+    matmul.input[1] = index.add_const(f'{matmul.name}/scaled_weights',
+                                      index.const(matmul.input[1]) * c, tf.float32)
+    skip[node.name] = operand
+    index.refresh()
+    count += 1
   if skip:
     result = graph_lib.bypass_nodes(result, skip)
   if not count:
     return graph_def, 0
   return graph_lib.strip_unused(result, keep), count
+
+
+def _scalar_scaled(index: _Index, node):
+  """(x, c) if node is Mul(x, c) of a float32 scalar constant c; else None."""
+  if (node.op != 'Mul' or node.name in index.protected or len(node.input) != 2
+      or node.attr['T'].type != tf.float32.as_datatype_enum):
+    return None
+  for i in (0, 1):
+    c = index.const(node.input[i])
+    if c is not None and c.size == 1 and index.const(node.input[1 - i]) is None:
+      return node.input[1 - i], float(c.reshape(-1)[0])
+  return None
+
+
+def _next_matmul(index: _Index, node):
+  """The MatMul whose left operand is `node` times other factors only: reached through
+  sole readers that are Reshape, Identity or Mul (by something else), with constant
+  weights. Scaling its weights then scales the same product."""
+  current = node
+  while True:
+    user = index.sole_user(current)
+    if user is None:
+      return None
+    data = [graph_lib.node_name(i) for i in user.input]
+    if user.op in ('Reshape', 'Identity') and data[0] == current.name:
+      current = user
+    elif user.op == 'Mul' and data.count(current.name) == 1:
+      current = user
+    elif (user.op == 'MatMul' and data[0] == current.name and data[1] != current.name
+          and not user.attr['transpose_a'].b and index.const(user.input[1]) is not None):
+      return user
+    else:
+      return None
