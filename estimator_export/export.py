@@ -75,6 +75,7 @@ from typing import Any, Callable, Collection, List, Mapping, Optional, Sequence,
 import numpy as np
 import tensorflow as tf
 
+from estimator_export import _export_checks
 from estimator_export import custom_receiver
 from estimator_export import outputs as outputs_lib
 from estimator_export import receivers as receivers_lib
@@ -260,19 +261,11 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
       warmup_lib.write_warmup_requests(written, logs)
       logger.info('export: wrote %d warmup request(s)', len(logs))
     if options.validate:
-      logger.info('export: validating %d signature(s)', len(signatures))
-      # Each MetaGraph loaded by its tags; the warmup file replayed as TF Serving will.
-      outputs = tag_sets_lib.run_every_tag_set(
-          written, layout, feeds, options.rtol, options.atol,
-          warmup_lib.read_warmup_requests(written) if logs else None)
-      for alias, target in aliases.items():
-        if alias in outputs and target in outputs:
-          validate_lib.check_same_outputs(outputs.pop(alias), outputs[target], alias, target)
-      validate_lib.check_consistency(outputs, options.rtol, options.atol, kinds)
-      if samples is not None and options.parity:
-        compared = validate_lib.check_parity(estimator, ckpt, spec, samples, outputs,
-                                             options.rtol, options.atol, kinds)
-        logger.info('export: parity with estimator.predict on %d output(s)', compared)
+      _export_checks.check_written_export(
+          written, layout, feeds, kinds, aliases, options.rtol, options.atol,
+          warmup_lib.read_warmup_requests(written) if logs else None,
+          _export_checks.Reference(estimator, ckpt, spec, samples)
+          if samples is not None and options.parity else None, flush=local)
     if options.check_servable:
       logger.info('export: %s', servability.assert_servable(written))
     manifest_path = _write_manifest(written, estimator, ckpt, step, version, spec, signatures,
