@@ -1,6 +1,7 @@
 """Distributed training benchmark: a local tf.estimator cluster vs one process, same run.
 
-    python bench/cluster_bench.py [--steps 300] [--workers 1] [--ps 1] [--hidden 128]
+    python bench/cluster_bench.py [--quick] [--output_dir DIR] [--steps 300] [--workers 1]
+        [--ps 1] [--hidden 128]
 
 Trains bert_example's classifier (2 layers, hidden --hidden, seq 64, batch 16)
 on the demo data for --steps global steps, twice, with the same command:
@@ -12,7 +13,9 @@ Steps/s is global steps over the chief's training time (its `train_and_evaluate`
 which includes tf.estimator's fixed 5 s start delay of worker 0). Prints the
 cluster's steps/s as a ratio of the single process's. On a machine with fewer
 cores than processes the ratio shows the cost of the parameter-server round
-trips; the gain needs one core (or machine) per trainer.
+trips; the gain needs one core (or machine) per trainer, so the row is
+informational here. It ends with the goal table (bench._common.finish) and
+writes cluster_bench.json to --output_dir. --quick: 60 steps (a smoke run).
 """
 import argparse
 import os
@@ -26,6 +29,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from bench import _common  # pylint: disable=g-import-not-at-top
+from bench._common import Row  # pylint: disable=g-import-not-at-top
 from bert_example import data as data_lib  # pylint: disable=g-import-not-at-top
 from bert_example import demo_data  # pylint: disable=g-import-not-at-top
 from bert_example import modeling  # pylint: disable=g-import-not-at-top
@@ -61,15 +66,20 @@ def _seconds(pattern: str, text: str) -> float:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--steps', type=int, default=300)
+  parser.add_argument('--quick', action='store_true', help='60 steps (a smoke run)')
+  parser.add_argument('--output_dir', default='bench_output',
+                      help='where cluster_bench.json goes ("" for nowhere)')
+  parser.add_argument('--steps', type=int, default=None, help='default 300 (quick 60)')
   parser.add_argument('--workers', type=int, default=1, help='workers besides the chief')
   parser.add_argument('--ps', type=int, default=1)
   parser.add_argument('--hidden', type=int, default=128)
   args = parser.parse_args()
+  steps = args.steps or (60 if args.quick else 300)
+  load_before = _common.load_average()
   env = {**os.environ, 'PYTHONPATH': REPO, 'TF_CPP_MIN_LOG_LEVEL': '3'}
   env.pop('TF_CONFIG', None)
   with tempfile.TemporaryDirectory() as root:
-    flags = _setup(root, args.hidden, args.steps)
+    flags = _setup(root, args.hidden, steps)
     base = [sys.executable, '-m', 'bert_example.run_classifier'] + flags
     started = time.monotonic()
     single = subprocess.run(base + [f'--output_dir={root}/single'], env=env, cwd=REPO,
@@ -86,15 +96,20 @@ def main():
     chief_secs = _seconds(r'\[chief-0\] done in ([\d.]+)s',
                           open(result.role('chief-0').log_path).read())
   trainers = 1 + args.workers
-  single_rate, cluster_rate = args.steps / single_secs, args.steps / chief_secs
-  print(f'BERT 2 layers, hidden {args.hidden}, seq {SEQ}, batch {BATCH}, {args.steps} steps, '
+  single_rate, cluster_rate = steps / single_secs, steps / chief_secs
+  print(f'BERT 2 layers, hidden {args.hidden}, seq {SEQ}, batch {BATCH}, {steps} steps, '
         f'{os.cpu_count()} cores')
   print(f'  one process:                         {single_rate:7.2f} steps/s '
         f'({single_secs:.1f}s training, {single_wall:.1f}s with start-up)')
   print(f'  cluster: chief + {args.workers} worker(s) + {args.ps} ps:  {cluster_rate:7.2f} '
         f'steps/s ({chief_secs:.1f}s training, {result.seconds:.1f}s with start-up)')
-  print(f'  ratio cluster / one process: {cluster_rate / single_rate:.2f}x '
-        f'({trainers} trainers on {os.cpu_count()} cores)')
+  row = Row(f'cluster ({trainers} trainers, {args.ps} ps) vs one process',
+            f'one process {single_rate:.2f} steps/s, cluster {cluster_rate:.2f} steps/s',
+            f'{cluster_rate / single_rate:.2f}x', 'info', None)
+  _common.finish('cluster_bench', [row], load_before, args.output_dir or None,
+                 {'steps': steps, 'trainers': trainers, 'ps': args.ps, 'quick': args.quick,
+                  'note': f'{trainers} trainers and {args.ps} ps on {os.cpu_count()} cores: '
+                          'a speed-up needs a core or machine per trainer'})
 
 
 if __name__ == '__main__':

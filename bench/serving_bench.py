@@ -1,6 +1,7 @@
 """Serving benchmarks: ratios against a bare session.run measured in the same run.
 
-    python bench/serving_bench.py [--repeats 30] [--layers 6] [--seq_len 128]
+    python bench/serving_bench.py [--quick] [--output_dir DIR] [--repeats 30] [--layers 6]
+        [--seq_len 128]
 
 The model is a MiniLM-shaped encoder (6 layers, hidden 384, 12 heads,
 intermediate 1536, vocab 30522; random weights) exported as a TF1 SavedModel
@@ -15,6 +16,9 @@ baseline and the measured call and reports medians:
    without (goal >= 1.3x), and vs bare batch-32 session.run (goal >= 90%).
 4. Time for a new version to become AVAILABLE (load + warmup) vs bare
    loader.load + first run (goal <= 1.5x).
+It ends with the goal table (bench._common.finish) and writes serving_bench.json
+to --output_dir. --quick: 2 layers, seq 64, fewer repeats, 2 s of throughput
+(a smoke run).
 """
 import argparse
 import concurrent.futures
@@ -37,7 +41,8 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top
 from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=g-import-not-at-top
 from tensorflow_serving.apis import model_service_pb2_grpc  # pylint: disable=g-import-not-at-top
 
-from bench._common import grpc_channel, grpc_predict_fn, median_ratio, start_server, stop_server  # pylint: disable=g-import-not-at-top
+from bench import _common  # pylint: disable=g-import-not-at-top
+from bench._common import Row, grpc_channel, grpc_predict_fn, median_ratio, start_server, stop_server  # pylint: disable=g-import-not-at-top
 
 VOCAB, HIDDEN, HEADS, INTERMEDIATE = 30522, 384, 12, 1536
 
@@ -104,21 +109,35 @@ def grpc_predictor(channel):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--repeats', type=int, default=30)
-  parser.add_argument('--layers', type=int, default=6)
-  parser.add_argument('--seq_len', type=int, default=128)
+  parser.add_argument('--quick', action='store_true',
+                      help='2 layers, seq 64, fewer repeats, 2 s of throughput (a smoke run)')
+  parser.add_argument('--output_dir', default='bench_output',
+                      help='where serving_bench.json goes ("" for nowhere)')
+  parser.add_argument('--repeats', type=int, default=None, help='default 30 (quick 8)')
+  parser.add_argument('--layers', type=int, default=None, help='default 6 (quick 2)')
+  parser.add_argument('--seq_len', type=int, default=None, help='default 128 (quick 64)')
   args = parser.parse_args()
+  repeats = args.repeats or (8 if args.quick else 30)
+  layers = args.layers or (2 if args.quick else 6)
+  seq_len = args.seq_len or (64 if args.quick else 128)
+  seconds = 2.0 if args.quick else 5.0
+  load_before = _common.load_average()
+  rows = []
+
+  def add(row: Row):
+    rows.append(row)
+    print(row.line(), flush=True)
+
   work = tempfile.mkdtemp(prefix='serving_bench_')
   base = os.path.join(work, 'enc')
-  print(f'building a MiniLM-shaped encoder ({args.layers} layers, seq {args.seq_len}) ...',
-        flush=True)
-  build_encoder(os.path.join(base, '1'), args.layers, args.seq_len)
+  print(f'building a MiniLM-shaped encoder ({layers} layers, seq {seq_len}) ...', flush=True)
+  build_encoder(os.path.join(base, '1'), layers, seq_len)
 
   session = tf.compat.v1.Session(graph=tf.Graph())
   with session.graph.as_default():
     tf.compat.v1.saved_model.loader.load(session, ['serve'], os.path.join(base, '1'))
   rng = np.random.RandomState(1)
-  batches = {n: rng.randint(0, VOCAB, size=(n, args.seq_len)).astype(np.int32) for n in (1, 32)}
+  batches = {n: rng.randint(0, VOCAB, size=(n, seq_len)).astype(np.int32) for n in (1, 32)}
   bare = {n: (lambda b=b: session.run('pooled:0', {'input_ids:0': b})) for n, b in batches.items()}
   for fn in bare.values():
     fn()
@@ -138,14 +157,16 @@ def main():
     for n in (1, 32):
       grpc_call(batches[n])
       rest_call(batches[n])
-      b, m, r = median_ratio(bare[n], lambda n=n: grpc_call(batches[n]), args.repeats)
-      print(f'gRPC Predict, batch {n:2d}: session.run {b * 1e3:7.2f} ms | gRPC {m * 1e3:7.2f} ms'
-            f' | ratio {r:.2f}x' + (' (goal <= 1.10x)' if n == 1 else ''), flush=True)
-      b, m, r = median_ratio(bare[n], lambda n=n: rest_call(batches[n]), args.repeats)
-      print(f'REST predict, batch {n:2d}: session.run {b * 1e3:7.2f} ms | REST {m * 1e3:7.2f} ms'
-            f' | ratio {r:.2f}x' + (' (goal <= 1.20x)' if n == 1 else ''), flush=True)
+      b, m, r = median_ratio(bare[n], lambda n=n: grpc_call(batches[n]), repeats)
+      add(Row(f'1. gRPC Predict vs session.run, batch {n}', f'session.run {b * 1e3:.2f} ms, '
+              f'gRPC {m * 1e3:.2f} ms', f'{r:.2f}x', '<= 1.10x' if n == 1 else 'info',
+              r <= 1.10 if n == 1 else None))
+      b, m, r = median_ratio(bare[n], lambda n=n: rest_call(batches[n]), repeats)
+      add(Row(f'2. REST predict vs session.run, batch {n}', f'session.run {b * 1e3:.2f} ms, '
+              f'REST {m * 1e3:.2f} ms', f'{r:.2f}x', '<= 1.20x' if n == 1 else 'info',
+              r <= 1.20 if n == 1 else None))
 
-    def throughput(call, clients=32, seconds=5.0):
+    def throughput(call, clients=32):
       done = []
       deadline = time.perf_counter() + seconds
 
@@ -176,10 +197,12 @@ def main():
     bare32 = 32 / statistics.median(
         [(lambda s: (bare[32](), time.perf_counter() - s)[1])(time.perf_counter())
          for _ in range(10)])
-    print(f'32 clients x batch 1: no batching {unbatched:6.1f} req/s | batching '
-          f'{batched:6.1f} req/s | ratio {batched / unbatched:.2f}x (goal >= 1.3x)')
-    print(f'32 clients x batch 1 with batching vs bare batch-32 session.run '
-          f'{bare32:6.1f} rows/s: {100 * batched / bare32:.0f}% (goal >= 90%)', flush=True)
+    add(Row('3a. 32 clients x batch 1: batching vs not', f'no batching {unbatched:.1f} req/s, '
+            f'batching {batched:.1f} req/s', f'{batched / unbatched:.2f}x', '>= 1.3x',
+            batched / unbatched >= 1.3))
+    add(Row('3b. 32 clients with batching vs bare batch 32', f'batching {batched:.1f} rows/s, '
+            f'session.run {bare32:.1f} rows/s', f'{100 * batched / bare32:.0f}%', '>= 90%',
+            batched / bare32 >= 0.9))
 
     model_stub = model_service_pb2_grpc.ModelServiceStub(channel)
     new_version = os.path.join(work, 'staging')
@@ -188,7 +211,8 @@ def main():
     status_request = get_model_status_pb2.GetModelStatusRequest()
     status_request.model_spec.name = 'enc'
     status_request.model_spec.version.value = 2
-    while True:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
       try:
         reply = model_stub.GetModelStatus(status_request, timeout=10)
         if reply.model_version_status[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE:
@@ -196,6 +220,8 @@ def main():
       except grpc.RpcError:
         pass
       time.sleep(0.01)
+    else:
+      raise RuntimeError(f'version 2 not AVAILABLE after 300 s; see {server.log_path}')
     available = load_seconds(server.log_path, 2)
     start = time.perf_counter()
     fresh = tf.compat.v1.Session(graph=tf.Graph())
@@ -203,12 +229,15 @@ def main():
       tf.compat.v1.saved_model.loader.load(fresh, ['serve'], os.path.join(base, '2'))
     fresh.run('pooled:0', {'input_ids:0': batches[1]})
     bare_load = time.perf_counter() - start
-    print(f'new version: bare load + first run {bare_load * 1e3:7.1f} ms | server load to '
-          f'AVAILABLE {available * 1e3:7.1f} ms | ratio {available / bare_load:.2f}x '
-          '(goal <= 1.5x)')
+    add(Row('4. new version: load to AVAILABLE vs bare load', f'bare load + first run '
+            f'{bare_load * 1e3:.0f} ms, server {available * 1e3:.0f} ms',
+            f'{available / bare_load:.2f}x', '<= 1.5x', available / bare_load <= 1.5))
   finally:
     stop_server(server)
     shutil.rmtree(work, ignore_errors=True)
+  _common.finish('serving_bench', rows, load_before, args.output_dir or None,
+                 {'layers': layers, 'seq_len': seq_len, 'repeats': repeats,
+                  'quick': args.quick})
 
 
 if __name__ == '__main__':

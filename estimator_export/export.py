@@ -77,6 +77,7 @@ from typing import Any, Callable, Collection, List, Mapping, Optional, Sequence,
 import numpy as np
 import tensorflow as tf
 
+from estimator_export import _export_checks
 from estimator_export import custom_receiver
 from estimator_export import example_requests as example_requests_lib
 from estimator_export import outputs as outputs_lib
@@ -266,18 +267,11 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
     requests = example_requests_lib.write_example_requests(  # assets.extra/requests/
         written, logs or _warmup_logs(sig_defs, feeds, options))
     if options.validate:
-      logger.info('export: validating %d signature(s)', len(signatures))
-      outputs = tag_sets_lib.run_every_tag_set(  # Each MetaGraph by its tags; warmup replayed.
-          written, layout, feeds, options.rtol, options.atol,
-          warmup_lib.read_warmup_requests(written) if logs else None)
-      for alias, target in aliases.items():
-        if alias in outputs and target in outputs:
-          validate_lib.check_same_outputs(outputs.pop(alias), outputs[target], alias, target)
-      validate_lib.check_consistency(outputs, options.rtol, options.atol, kinds)
-      if samples is not None and options.parity:
-        compared = validate_lib.check_parity(estimator, ckpt, spec, samples, outputs,
-                                             options.rtol, options.atol, kinds)
-        logger.info('export: parity with estimator.predict on %d output(s)', compared)
+      _export_checks.check_written_export(
+          written, layout, feeds, kinds, aliases, options.rtol, options.atol,
+          warmup_lib.read_warmup_requests(written) if logs else None,
+          _export_checks.Reference(estimator, ckpt, spec, samples)
+          if samples is not None and options.parity else None, flush=local)
     if options.check_servable:
       logger.info('export: %s', servability.assert_servable(written))
     manifest_path = _write_manifest(written, estimator, ckpt, step, version, spec, signatures,

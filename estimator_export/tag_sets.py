@@ -29,6 +29,7 @@ and validation replays the file against each MetaGraph (`run_every_tag_set`).
 Errors: a malformed tag set (empty, a blank tag, one given twice) is a
 `TagSetError`; a signature name the export does not have is a `SignatureError`.
 """
+import contextlib
 import dataclasses
 import logging
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -38,7 +39,9 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from estimator_export import validate as validate_lib
 from estimator_export import warmup as warmup_lib
-from estimator_export._saved_model import SERVE_TAG, tag_key
+from estimator_export._saved_model import (SERVE_TAG, find_meta_graph, read_saved_model,
+                                           tag_key)
+from estimator_export._shared_runs import SharedRuns
 from estimator_export.errors import SignatureError, TagSetError, did_you_mean
 from estimator_export.predictor import Predictor
 
@@ -262,10 +265,16 @@ def run_every_tag_set(export_dir: str, layout: TagSetPlan,
                       feeds: Mapping[str, Mapping[str, Any]], rtol: float, atol: float,
                       warmup_logs: Optional[Sequence[Any]] = None
                       ) -> Dict[str, Dict[str, np.ndarray]]:
-  """Loads each MetaGraph by its tags, runs its signatures, replays the warmup file on it.
+  """Runs each MetaGraph's signatures and replays the warmup file on it, as if loaded by its tags.
 
   A signature carried by several MetaGraphs must give the same outputs in each
-  (one graph, one variables/ directory).
+  (one graph, one variables/ directory). A MetaGraph that is an earlier one's
+  graph under other tags (what `retagged` writes: GraphDef, SaverDef,
+  collections and assets equal, its SignatureDefs equal to the earlier one's)
+  restores and computes exactly what the earlier one does, so it is found by
+  its tags, as every loader finds it, and run on the earlier load instead of
+  loading it again. On each load, requests that are the same computation share
+  one Session.run (`_shared_runs`).
 
   Args:
     export_dir: the written SavedModel.
@@ -283,22 +292,48 @@ def run_every_tag_set(export_dir: str, layout: TagSetPlan,
     ValidationError: a signature or warmup record failed, or MetaGraphs disagree.
   """
   results: Dict[str, Dict[str, np.ndarray]] = {}
-  for tags, names in layout.meta_graphs:
-    with Predictor.from_saved_model(export_dir, signature_name=names[0],
-                                    tags=list(tags)) as predictor:
-      got = validate_lib.run_signatures(predictor, {name: feeds[name] for name in names})
+  proto = read_saved_model(export_dir) if len(layout.meta_graphs) > 1 else None
+  loaded: List[Tuple[Any, SharedRuns]] = []  # (MetaGraph without tags, signatures), runs.
+  with contextlib.ExitStack() as stack:
+    for tags, names in layout.meta_graphs:
+      body = _graph_part(find_meta_graph(proto, tags, export_dir)) if proto else None
+      runs = next((r for b, r in loaded if body is not None and _serves(b, body, names)), None)
+      if runs is None:
+        predictor = stack.enter_context(Predictor.from_saved_model(
+            export_dir, signature_name=names[0], tags=list(tags)))
+        runs = SharedRuns(predictor)
+        loaded.append((body, runs))
+      got = validate_lib.run_signatures(runs, {name: feeds[name] for name in names})
       if warmup_logs:
-        warmup_lib.replay_warmup(predictor, warmup_logs)
-    for name, outputs in got.items():
-      if name not in results:
-        results[name] = outputs
-        continue
-      for key, value in outputs.items():
-        validate_lib.assert_close(results[name][key], value,
-                                  f'{name!r} output {key!r} in tag set {tag_key(tags)!r}',
-                                  'the same signature in the first tag set carrying it',
-                                  rtol, atol)
+        warmup_lib.replay_warmup(runs, warmup_logs)
+      for name, outputs in got.items():
+        if name not in results:
+          results[name] = outputs
+          continue
+        for key, value in outputs.items():
+          validate_lib.assert_close(results[name][key], value,
+                                    f'{name!r} output {key!r} in tag set {tag_key(tags)!r}',
+                                    'the same signature in the first tag set carrying it',
+                                    rtol, atol)
   return results
+
+
+def _graph_part(meta_graph: meta_graph_pb2.MetaGraphDef
+               ) -> Tuple[meta_graph_pb2.MetaGraphDef, Dict[str, Any]]:
+  """(the MetaGraph without tags and SignatureDefs: what a load restores and computes,
+  its SignatureDefs by name)."""
+  part = meta_graph_pb2.MetaGraphDef()
+  part.CopyFrom(meta_graph)
+  del part.meta_info_def.tags[:]
+  part.ClearField('signature_def')
+  return part, dict(meta_graph.signature_def)
+
+
+def _serves(loaded, candidate, names: Sequence[str]) -> bool:
+  """Whether a load of `loaded` computes every signature `names` of `candidate` alike."""
+  (graph, signatures), (other_graph, other_signatures) = loaded, candidate
+  return graph == other_graph and all(
+      name in signatures and signatures[name] == other_signatures[name] for name in names)
 
 
 __all__: Sequence[str] = ('DEFAULT_TAG_SETS', 'MetaGraphSpec', 'TagSetPlan',

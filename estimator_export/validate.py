@@ -4,7 +4,7 @@ Used by `export_for_serving` before a version is published, and by
 `estimator-export validate --dir DIR` on any export with a manifest. Freezing
 uses its sample inputs (sample_feeds) and tolerance comparison (compare_arrays).
 """
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -12,6 +12,7 @@ import tensorflow as tf
 from estimator_export import _saved_model as saved_model_lib
 from estimator_export import outputs as outputs_lib
 from estimator_export import receivers as receivers_lib
+from estimator_export._reference import predict_once
 from estimator_export.errors import ExportError, ValidationError
 from estimator_export.features import FeatureSpec
 from estimator_export.predictor import Predictor
@@ -183,25 +184,38 @@ def check_parity(estimator, checkpoint_path: str, spec: FeatureSpec,
   them by feature name. Every signature whose inputs came from the samples
   (raw tensors or tf.Examples) is compared on each output key it shares with the
   estimator's predictions (e.g. a canned classifier's 'predict' signature).
+  The predictions are `_reference.predict_once`'s: what estimator.predict gives
+  on the checkpoint, without its input pipeline.
   """
-  features = {k: np.asarray(v, dtype=spec[k].numpy_dtype)
-              for k, v in spec.to_feature_names(samples).items() if k in spec}
-  same_data = (receivers_lib.RAW, receivers_lib.EXAMPLE)
-  fed = {n: r for n, r in results.items()
-         if (kinds or {}).get(receiver_of(n), receivers_lib.RAW) in same_data}
-  if not fed or not features:
+  features = parity_features(spec, samples)
+  if not parity_signatures(results, kinds) or not features:
     return 0
-  rows = _rows(features, 1)
+  return compare_parity(predict_once(estimator, checkpoint_path, features), results,
+                        rtol, atol, kinds)
 
-  def input_fn(params=None):
-    del params
-    return tf.data.Dataset.from_tensor_slices(features).batch(rows)
 
-  preds = next(estimator.predict(input_fn, checkpoint_path=checkpoint_path,
-                                 yield_single_examples=False))
+def parity_features(spec: FeatureSpec, samples: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+  """The samples as the model_fn's features: feature name -> array of the declared dtype."""
+  return {k: np.asarray(v, dtype=spec[k].numpy_dtype)
+          for k, v in spec.to_feature_names(samples).items() if k in spec}
+
+
+def parity_signatures(results: Mapping[str, Any], kinds: Optional[Mapping[str, str]] = None
+                     ) -> List[str]:
+  """The signatures fed the samples themselves (raw tensors or tf.Examples), sorted."""
+  same_data = (receivers_lib.RAW, receivers_lib.EXAMPLE)
+  return sorted(n for n in results
+                if (kinds or {}).get(receiver_of(n), receivers_lib.RAW) in same_data)
+
+
+def compare_parity(predictions: Mapping[str, Any],
+                   results: Mapping[str, Mapping[str, np.ndarray]], rtol: float, atol: float,
+                   kinds: Optional[Mapping[str, str]] = None) -> int:
+  """check_parity's comparison, given the estimator's predictions; returns outputs compared."""
   compared = 0
-  for name, outputs in sorted(fed.items()):
-    for key, expected in preds.items():
+  for name in parity_signatures(results, kinds):
+    outputs = results[name]
+    for key, expected in predictions.items():
       if key in outputs and is_numeric(expected):
         assert_close(expected, outputs[key], f'{name!r} output {key!r}', 'estimator.predict',
                      rtol, atol)
@@ -292,4 +306,4 @@ def kinds_of(receiver_fn: receivers_lib.ServingReceiverFn) -> Dict[str, str]:
 
 
 __all__: Sequence[str] = ('sample_feeds', 'run_signatures', 'check_consistency',
-                          'check_parity', 'validate_export')
+                          'check_parity', 'compare_parity', 'parity_features', 'validate_export')

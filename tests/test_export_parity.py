@@ -113,3 +113,36 @@ def test_no_skew_passes_parity(trained_toy, tmp_path):
       estimator, result.checkpoint_path, SPEC, toy.SAMPLES, outputs, 1e-4, 1e-5,
       validate_lib.kinds_of(ee.adapt_receiver_fn(receiver_fn(1.0), features=SPEC)))
   assert compared == 6  # logits, probabilities, class_ids of both paths.
+
+
+class FailsOnSecondBuild(toy.ToyClassifier):
+  """Builds its PREDICT graph once (tf.estimator's export); the second build (the parity
+  reference's) raises."""
+
+  def __init__(self):
+    self.predict_builds = 0
+
+  def predictions(self, features, mode, params):
+    if mode == tf.estimator.ModeKeys.PREDICT:
+      self.predict_builds += 1
+      if self.predict_builds == 2:
+        raise RuntimeError('the reference cannot be built')
+    return super().predictions(features, mode, params)
+
+
+def test_a_reference_that_fails_fails_the_export_after_the_served_checks(trained_toy, tmp_path):
+  model_dir = trained_toy[1].model_dir  # The toy's checkpoint; the same variables.
+  base = tmp_path / 'reference'
+  model = FailsOnSecondBuild()
+  with pytest.raises(RuntimeError, match='the reference cannot be built'):
+    model.export_for_serving(model.make_estimator(model_dir), str(base), receiver_fn(1.0),
+                             samples=toy.SAMPLES)
+  assert model.predict_builds == 2 and _published(base) == []
+  # A served-side failure (the paths disagree) comes first, as if the checks ran in turn.
+  model = FailsOnSecondBuild()
+  with pytest.raises(ValidationError, match=r"^'examples:serving_default' output 'logits' "
+                     r'differs from'):
+    model.export_for_serving(model.make_estimator(model_dir), str(base),
+                             receiver_fn(1.0, example_only_scale=SCALE), samples=toy.SAMPLES)
+  assert model.predict_builds == 2 and _published(base) == []
+  assert [n for n in os.listdir(base) if n.startswith('.')] == []  # Staging removed.

@@ -1,0 +1,145 @@
+"""One loaded export's signatures, run so that equal requests share one Session.run.
+
+    runs = SharedRuns(predictor)                  # a Predictor of the loaded MetaGraph
+    validate.run_signatures(runs, feeds)          # every signature on its samples
+    warmup.replay_warmup(runs, logs)              # every warmup record
+
+Validation runs every signature of an export, then replays the warmup file on
+the same load. Many of those requests are the same computation: a combined
+receiver gives `serving_default` and `predict` the same input tensors, an alias
+is a copy of its target, `examples:classify` reads the tensor
+`examples:predict` reads, and a warmup record repeats a row of the samples for
+each signature. On a MiniLM-sized BERT each distinct (feeds, fetches) pair
+costs TF about 0.4 s of graph optimisation the first time, and each run of a
+batch of 4 about 0.17 s.
+
+So the signatures are grouped by the input tensors they read. The first
+request of a group with given input values runs the outputs of *every*
+signature of the group in one Session.run (one executor per group, shared by
+validation and warmup); a later request with equal values (same tensors, same
+dtypes, shapes and bytes) reads its outputs from that run. What each request
+gets is exactly what its own Session.run would compute from those feeds, and
+every request is still checked on its own against its signature: the input
+keys, each value's dtype and shape, the output keys it asks for.
+
+When a group's run fails, the request runs alone on its signature, so the
+error names the signature (or record) at fault, as it would without sharing;
+later requests with those values then run alone too.
+"""
+import threading
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from estimator_export import predictor as predictor_lib
+
+_Key = Tuple[Tuple[str, ...], Tuple[Any, ...]]
+
+
+def _digest(value: np.ndarray) -> Tuple[Any, ...]:
+  """A hashable stand-in for an array's exact contents (dtype, shape, values)."""
+  if value.dtype == np.dtype(object):
+    return ('object', value.shape, tuple(value.reshape(-1).tolist()))
+  return (value.dtype.str, value.shape, value.tobytes())
+
+
+class SharedRuns:
+  """Predictor-like access to one load's signatures; equal requests share one run.
+
+  `for_signature(name)` gives what `Predictor.for_signature` gives, as far as
+  `validate.run_signatures` and `warmup.replay_warmup` use it: `signature_name`,
+  `signature_def`, and a call `(inputs, outputs=None) -> {output key: array}`.
+  """
+
+  def __init__(self, predictor: predictor_lib.Predictor):
+    self._predictor = predictor
+    self._lock = threading.Lock()
+    self._memo: Dict[_Key, Dict[str, np.ndarray]] = {}
+    self._failed = set()  # Keys whose shared run failed.
+    # Input tensor names (sorted) -> output tensor names of every signature reading them.
+    self._fetches: Dict[Tuple[str, ...], List[str]] = {}
+    for sig in predictor.signatures.values():
+      infos = list(sig.inputs.values()) + list(sig.outputs.values())
+      if any(info.WhichOneof('encoding') != 'name' for info in infos):
+        continue  # Not dense: Predictor refuses it (ContractError) when it is asked for.
+      fetches = self._fetches.setdefault(_tensor_names(sig.inputs), [])
+      fetches.extend(n for n in sorted({info.name for info in sig.outputs.values()})
+                     if n not in fetches)
+    self._signatures: Dict[str, '_SharedSignature'] = {}
+
+  def for_signature(self, signature_name: str) -> '_SharedSignature':
+    if signature_name not in self._signatures:
+      self._signatures[signature_name] = _SharedSignature(
+          self, self._predictor.for_signature(signature_name))
+    return self._signatures[signature_name]
+
+  def _key(self, feeds: Mapping[str, np.ndarray]) -> _Key:
+    names = tuple(sorted(feeds))
+    return names, tuple(_digest(feeds[n]) for n in names)
+
+  def run(self, feeds: Mapping[str, np.ndarray], fetches: Sequence[str]
+         ) -> Optional[Dict[str, np.ndarray]]:
+    """Tensor name -> array for `fetches`, fed `feeds` (tensor name -> checked array).
+
+    Runs the group of the fed tensors once per distinct feed values. None when
+    that run fails (the caller then runs its signature alone).
+    """
+    key = self._key(feeds)
+    names = key[0]
+    with self._lock:
+      done = self._memo.get(key)
+      if key in self._failed:
+        return None
+    if done is None or any(f not in done for f in fetches):
+      group = list(self._fetches.get(names, ()))
+      group += [f for f in dict.fromkeys(fetches) if f not in group]
+      try:
+        values = self._predictor.run_tensors({n: feeds[n] for n in names}, group)
+      except Exception:  # pylint: disable=broad-except
+        with self._lock:
+          self._failed.add(key)
+        return None  # The request alone says which signature fails, and why.
+      done = dict(zip(group, values))
+      with self._lock:
+        self._memo[key] = done
+    return {f: done[f] for f in fetches}
+
+
+class _SharedSignature:
+  """One signature of a SharedRuns; calls are checked like a Predictor's, then shared."""
+
+  def __init__(self, runs: SharedRuns, predictor: predictor_lib.Predictor):
+    self._runs = runs
+    self._predictor = predictor
+    self.signature_name = predictor.signature_name
+    self.signature_def = predictor.signature_def
+    self._specs = predictor_lib.signature_input_specs(self.signature_def, self.signature_name)
+
+  def request(self, inputs: Mapping[str, Any],
+              outputs: Optional[Union[str, Sequence[str]]] = None
+             ) -> Optional[Tuple[Dict[str, np.ndarray], List[str]]]:
+    """(tensor name -> checked array, fetched tensor names) of a call; None: keys are wrong."""
+    sig = self.signature_def
+    keys = [outputs] if isinstance(outputs, str) else list(outputs or sorted(sig.outputs))
+    if (not isinstance(inputs, Mapping) or set(inputs) != set(self._specs) or
+        any(k not in sig.outputs for k in keys)):
+      return None
+    feeds = {sig.inputs[k].name: predictor_lib.to_feed_array(
+        v, self._specs[k], f'input {k!r} of signature {self.signature_name!r}')
+             for k, v in inputs.items()}
+    return feeds, [sig.outputs[k].name for k in keys]
+
+  def __call__(self, inputs: Mapping[str, Any],
+               outputs: Optional[Union[str, Sequence[str]]] = None) -> Dict[str, np.ndarray]:
+    """As Predictor.__call__: input key -> array-like; output key -> numpy array."""
+    request = self.request(inputs, outputs)
+    fetched = self._runs.run(*request) if request is not None else None
+    if fetched is None:  # Wrong keys, or the shared run failed: the Predictor says why.
+      return self._predictor(inputs, outputs=outputs)
+    sig = self.signature_def
+    keys = [outputs] if isinstance(outputs, str) else list(outputs or sorted(sig.outputs))
+    return {k: fetched[sig.outputs[k].name] for k in keys}
+
+
+def _tensor_names(tensor_infos: Mapping[str, Any]) -> Tuple[str, ...]:
+  return tuple(sorted(info.name for info in tensor_infos.values()))
