@@ -38,3 +38,14 @@ def run_cli(args: Sequence[str]) -> str:
     raise RuntimeError(f'`estimator-export {args[0]}` failed (exit {proc.returncode}): '
                        f'{proc.stderr.strip().splitlines()[-1:]}')
   return proc.stdout
+
+
+def import_frozen_graph(graph_path: str) -> tf.Graph:
+  """A frozen .pb in a new graph, as freeze_graph's users load it: parse, import_graph_def."""
+  graph_def = tf.compat.v1.GraphDef()
+  with open(graph_path, 'rb') as f:
+    graph_def.ParseFromString(f.read())
+  graph = tf.Graph()
+  with graph.as_default():
+    tf.compat.v1.import_graph_def(graph_def, name='')
+  return graph

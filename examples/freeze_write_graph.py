@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import estimator_export as ee
+from examples._common import import_frozen_graph
 from examples._common import prepare_output_dir
 from examples._common import run_cli
 
@@ -74,13 +75,7 @@ def freeze_with_cli(pbtxt: str, prefix: str, output_graph: str) -> str:
 
 def run_frozen_graph(graph_path: str, x: np.ndarray) -> np.ndarray:
   """'output:0' of the frozen graph on x: import_graph_def, then run by tensor names."""
-  graph_def = tf.compat.v1.GraphDef()
-  with open(graph_path, 'rb') as f:
-    graph_def.ParseFromString(f.read())
-  graph = tf.Graph()
-  with graph.as_default():
-    tf.compat.v1.import_graph_def(graph_def, name='')
-  with tf.compat.v1.Session(graph=graph) as session:
+  with tf.compat.v1.Session(graph=import_frozen_graph(graph_path)) as session:
     return session.run('output:0', {'x:0': x})
 
 
