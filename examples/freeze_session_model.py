@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 import estimator_export as ee
+from examples._common import import_frozen_graph
 from examples._common import prepare_output_dir
 
 FLAGS = flags.FLAGS
@@ -65,13 +66,7 @@ def run(output_dir: str, steps: int = 100):
   print(f'[2/3] froze {len(frozen.graph_def.node)} nodes into {graph_path} '
         f'({os.path.getsize(graph_path)} bytes); manifest {os.path.basename(manifest)}: '
         f'inputs {sorted(frozen.inputs)}, outputs {sorted(frozen.outputs)}')
-  graph_def = tf.compat.v1.GraphDef()
-  with open(graph_path, 'rb') as f:
-    graph_def.ParseFromString(f.read())
-  graph = tf.Graph()
-  with graph.as_default():
-    tf.compat.v1.import_graph_def(graph_def, name='')
-  with tf.compat.v1.Session(graph=graph) as session:
+  with tf.compat.v1.Session(graph=import_frozen_graph(graph_path)) as session:
     by_import = session.run('output:0', {'input:0': x_test})
   with ee.FrozenPredictor.from_frozen_graph(graph_path) as predict:
     by_alias = predict({'input': x_test})['output']

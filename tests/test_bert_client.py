@@ -14,14 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-import estimator_export as ee
-from bert_example import client as client_lib
-from bert_example import data as data_lib
-from bert_example import demo_data
-from bert_example import modeling
 from bert_example import pipeline
-from estimator_export.client import GrpcClient
-from estimator_export.serving.server import create_server
+from tests import bert_serving
 
 pytest.importorskip('tensorflow_text', reason='the text signature needs tensorflow-text')
 
@@ -35,31 +29,11 @@ ANSWER = re.compile(r"^ *(\S+)  \((.*)\)  (['\"].*['\"])$")
 @pytest.fixture(scope='module')
 def served(tmp_path_factory):
   """(run, server): the tiniest BERT the pipeline trains, exported and served."""
-  root = str(tmp_path_factory.mktemp('bert_client'))
-  data_dir = os.path.join(root, 'data')
-  demo_data.generate_demo_dataset(data_dir, num_train=96, num_dev=8, num_test=4)
-  vocab = os.path.join(root, 'vocab.txt')
-  size = data_lib.build_vocab(data_lib.get_processor('demo').get_train_examples(data_dir), vocab)
-  config = modeling.BertConfig(vocab_size=size, hidden_size=16, num_hidden_layers=1,
-                               num_attention_heads=2, intermediate_size=32,
-                               max_position_embeddings=SEQ)
-  config_file = os.path.join(root, 'bert_config.json')
-  with open(config_file, 'w') as f:
-    f.write(config.to_json_string())
-  settings = pipeline.ClassifierSettings(
-      task_name='demo', data_dir=data_dir, vocab_file=vocab, bert_config_file=config_file,
-      output_dir=os.path.join(root, 'model'), max_seq_length=SEQ, train_batch_size=16,
-      learning_rate=5e-3, num_train_epochs=1.0, do_train=True, do_export=True,
-      export_dir=os.path.join(root, 'export'), export_options=ee.ExportOptions(model_name=MODEL))
-  run = pipeline.run(settings, print_fn=lambda m: None)
-  server = create_server(model_name=MODEL, model_base_path=settings.export_dir, port=0,
-                         rest_api_port=0)
-  try:
-    with GrpcClient(f'127.0.0.1:{server.grpc_port}') as client:
-      client_lib.wait_until_available(client, MODEL, timeout=60)
-    yield run, server
-  finally:
-    server.stop(grace=1)
+  with bert_serving.trained_and_served(
+      str(tmp_path_factory.mktemp('bert_client')), MODEL, SEQ, num_train=96, num_dev=8,
+      num_test=4, hidden_size=16, num_hidden_layers=1, intermediate_size=32,
+      max_position_embeddings=SEQ, train_batch_size=16, learning_rate=5e-3) as served_model:
+    yield served_model
 
 
 def _client(*args, expect_code=0):

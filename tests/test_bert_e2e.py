@@ -10,14 +10,11 @@ import pytest
 
 import estimator_export as ee
 from bert_example import client as client_lib
-from bert_example import data as data_lib
-from bert_example import demo_data
 from bert_example import model as model_lib
-from bert_example import modeling
 from bert_example import pipeline
 from bert_example import servability
 from estimator_export.client import GrpcClient, RestClient, ServingClientError
-from estimator_export.serving.server import create_server
+from tests import bert_serving
 
 pytest.importorskip('tensorflow_text', reason='the text signature needs tensorflow-text')
 
@@ -33,32 +30,12 @@ PAIRS_B = ['i loved it', 'a long second sentence that will need some truncation 
 @pytest.fixture(scope='module')
 def served(tmp_path_factory):
   """(run, server): a tiny BERT fine-tuned on the demo data, exported and served."""
-  root = str(tmp_path_factory.mktemp('bert_e2e'))
-  data_dir = os.path.join(root, 'data')
-  demo_data.generate_demo_dataset(data_dir, num_train=320, num_dev=64, num_test=16)
-  vocab = os.path.join(root, 'vocab.txt')
-  size = data_lib.build_vocab(data_lib.get_processor('demo').get_train_examples(data_dir), vocab)
-  config = modeling.BertConfig(vocab_size=size, hidden_size=128, num_hidden_layers=2,
-                               num_attention_heads=2, intermediate_size=256,
-                               max_position_embeddings=64)
-  config_file = os.path.join(root, 'bert_config.json')
-  with open(config_file, 'w') as f:
-    f.write(config.to_json_string())
-  settings = pipeline.ClassifierSettings(
-      task_name='demo', data_dir=data_dir, vocab_file=vocab, bert_config_file=config_file,
-      output_dir=os.path.join(root, 'model'), max_seq_length=SEQ, train_batch_size=32,
-      learning_rate=1e-3, num_train_epochs=1.0, do_train=True, do_eval=True, do_predict=True,
-      do_export=True, export_dir=os.path.join(root, 'export'),
-      export_options=ee.ExportOptions(model_name=MODEL))
-  run = pipeline.run(settings, print_fn=lambda m: None)
-  server = create_server(model_name=MODEL, model_base_path=settings.export_dir, port=0,
-                         rest_api_port=0)
-  try:
-    with GrpcClient(f'127.0.0.1:{server.grpc_port}') as client:
-      client_lib.wait_until_available(client, MODEL, timeout=60)
-    yield run, server
-  finally:
-    server.stop(grace=1)
+  with bert_serving.trained_and_served(
+      str(tmp_path_factory.mktemp('bert_e2e')), MODEL, SEQ, num_train=320, num_dev=64,
+      num_test=16, hidden_size=128, num_hidden_layers=2, intermediate_size=256,
+      max_position_embeddings=64, train_batch_size=32, learning_rate=1e-3, do_eval=True,
+      do_predict=True) as served_model:
+    yield served_model
 
 
 def _clients(server):
