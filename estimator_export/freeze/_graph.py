@@ -7,6 +7,7 @@ import collections
 import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from estimator_export.errors import FreezeError, did_you_mean
@@ -54,6 +55,66 @@ def import_graph_def(graph_def) -> tf.Graph:
 def strip_unused(graph_def, keep: Sequence[str]):
   """Only the nodes `keep` depends on (tf.compat.v1.graph_util.extract_sub_graph)."""
   return tf.compat.v1.graph_util.extract_sub_graph(graph_def, sorted(set(keep)))
+
+
+class GraphIndex:
+  """Nodes of a GraphDef by name and who reads each, for passes that rewrite it in place.
+
+  Call refresh() after changing inputs; add_node/add_const keep by_name current.
+  """
+
+  def __init__(self, graph_def, keep: Sequence[str] = ()):
+    self.graph_def = graph_def
+    self.protected = {node_name(k) for k in keep}
+    self.refresh()
+
+  def refresh(self):
+    self.by_name = {n.name: n for n in self.graph_def.node}
+    self.users = consumers(self.graph_def)
+
+  def producer(self, tensor: str):
+    """The node producing output 0 named by `tensor`, through Identity; None otherwise."""
+    if tensor.startswith('^') or (':' in tensor and not tensor.endswith(':0')):
+      return None
+    node = self.by_name.get(node_name(tensor))
+    while node is not None and node.op == 'Identity' and node.input:
+      node = self.by_name.get(node_name(node.input[0]))
+    return node
+
+  def const(self, tensor: str) -> Optional[np.ndarray]:
+    """The value of the Const producing `tensor` (through Identity), or None."""
+    node = self.producer(tensor)
+    if node is None or node.op != 'Const':
+      return None
+    return tf.make_ndarray(node.attr['value'].tensor)
+
+  def sole_user(self, node):
+    """The one node reading `node` (data output 0 only; `node` not protected), or None."""
+    users = self.users.get(node.name, [])
+    if len(users) != 1 or node.name in self.protected:
+      return None
+    user = self.by_name[users[0]]
+    uses = [i for i in user.input if node_name(i) == node.name]
+    if any(u.startswith('^') or (':' in u and not u.endswith(':0')) for u in uses):
+      return None
+    return user
+
+  def add_node(self, name: str, op: str):
+    """A new node called `name` (with '_' appended while taken)."""
+    while name in self.by_name:
+      name += '_'
+    node = self.graph_def.node.add(name=name, op=op)
+    self.by_name[name] = node
+    return node
+
+  def add_const(self, name: str, value: np.ndarray, dtype: Optional[tf.DType] = None) -> str:
+    """A new Const of value (as dtype; default: value's own); returns its name."""
+    dtype = dtype or tf.as_dtype(np.asarray(value).dtype)
+    node = self.add_node(name, 'Const')
+    node.attr['dtype'].type = dtype.as_datatype_enum
+    node.attr['value'].tensor.CopyFrom(
+        tf.make_tensor_proto(np.asarray(value, dtype.as_numpy_dtype), dtype=dtype))
+    return node.name
 
 
 def bypass_nodes(graph_def, bypass: Mapping[str, str]):

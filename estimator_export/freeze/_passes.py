@@ -166,51 +166,6 @@ def fold_constants(graph_def, keep: Sequence[str]):
 
 # ----- batch norm folding -----
 
-class _Graph:
-  """Name lookups over a GraphDef being rewritten in place."""
-
-  def __init__(self, graph_def):
-    self.graph_def = graph_def
-    self.refresh()
-
-  def refresh(self):
-    self.by_name = {n.name: n for n in self.graph_def.node}
-    self.users = graph_lib.consumers(self.graph_def)
-
-  def const(self, name: str) -> Optional[np.ndarray]:
-    """The value of a Const reached through Identity nodes, or None."""
-    if ':' in name and not name.endswith(':0'):
-      return None
-    node = self.by_name.get(graph_lib.node_name(name))
-    while node is not None and node.op == 'Identity':
-      node = self.by_name.get(graph_lib.node_name(node.input[0]))
-    if node is None or node.op != 'Const':
-      return None
-    return tf.make_ndarray(node.attr['value'].tensor)
-
-  def only_user(self, name: str, protected: Set[str]):
-    """The single node consuming `name` (output 0 only), or None."""
-    users = self.users.get(name, [])
-    if len(users) != 1 or name in protected:
-      return None
-    user = self.by_name[users[0]]
-    uses = [i for i in user.input if graph_lib.node_name(i) == name]
-    if any(u.startswith('^') or (':' in u and not u.endswith(':0')) for u in uses):
-      return None
-    return user
-
-  def add_const(self, name: str, value: np.ndarray) -> str:
-    while name in self.by_name:
-      name += '_'
-    node = self.graph_def.node.add()
-    node.name = name
-    node.op = 'Const'
-    node.attr['dtype'].type = tf.float32.as_datatype_enum
-    node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(value.astype(np.float32)))
-    self.by_name[name] = node
-    return name
-
-
 def _other_input(node, name: str) -> Optional[str]:
   data = [i for i in node.input if not i.startswith('^')]
   if len(data) != 2:
@@ -234,7 +189,7 @@ def _per_channel(value: Optional[np.ndarray], channels: int) -> Optional[np.ndar
   return None
 
 
-def _fold_one(g: _Graph, base, protected: Set[str]) -> bool:
+def _fold_one(g: graph_lib.GraphIndex, base) -> bool:
   """Folds the affine ops after one Conv2D/MatMul into its weights; True if it did."""
   if base.op == 'Conv2D':
     if base.attr['data_format'].s not in (b'', b'NHWC'):
@@ -251,7 +206,7 @@ def _fold_one(g: _Graph, base, protected: Set[str]) -> bool:
     return False
   channels = weights.shape[axis]
   bias = np.zeros([channels], np.float32)
-  cur, nxt = base, g.only_user(base.name, protected)
+  cur, nxt = base, g.sole_user(base)
   if nxt is not None and nxt.op in ('BiasAdd', 'Add', 'AddV2'):
     if nxt.op == 'BiasAdd' and nxt.attr['data_format'].s not in (b'', b'NHWC'):
       return False
@@ -259,7 +214,7 @@ def _fold_one(g: _Graph, base, protected: Set[str]) -> bool:
     value = _per_channel(g.const(other), channels) if other else None
     if value is not None and (nxt.op == 'BiasAdd' or value.shape == g.const(other).shape):
       bias = value
-      cur, nxt = nxt, g.only_user(nxt.name, protected)
+      cur, nxt = nxt, g.sole_user(nxt)
   if nxt is None:
     return False
   if nxt.op in _FUSED_BATCH_NORMS:
@@ -277,7 +232,7 @@ def _fold_one(g: _Graph, base, protected: Set[str]) -> bool:
     if scale is None or g.const(other).ndim > 1:
       return False
     shift, end = np.zeros([channels], np.float32), nxt
-    after = g.only_user(nxt.name, protected)
+    after = g.sole_user(nxt)
     if after is not None and after.op in ('Add', 'AddV2'):
       other = _other_input(after, nxt.name)
       value = _per_channel(g.const(other), channels) if other else None
@@ -287,9 +242,9 @@ def _fold_one(g: _Graph, base, protected: Set[str]) -> bool:
     return False
   shape = [1] * weights.ndim
   shape[axis] = channels
-  base.input[1] = g.add_const(base.name + '/folded_weights',
-                              weights * scale.reshape(shape))
-  bias_name = g.add_const(end.name + '/folded_bias', bias * scale + shift)
+  base.input[1] = g.add_const(base.name + '/folded_weights', weights * scale.reshape(shape),
+                              tf.float32)
+  bias_name = g.add_const(end.name + '/folded_bias', bias * scale + shift, tf.float32)
   name = end.name
   end.Clear()
   end.name = name
@@ -300,7 +255,7 @@ def _fold_one(g: _Graph, base, protected: Set[str]) -> bool:
   return True
 
 
-def _uses_beyond_first(g: _Graph, name: str) -> List[str]:
+def _uses_beyond_first(g: graph_lib.GraphIndex, name: str) -> List[str]:
   """Inputs of other nodes that read outputs 1.. of node `name`."""
   found = []
   for user in g.users.get(name, []):
@@ -324,11 +279,10 @@ def fold_batch_norms(graph_def, keep: Sequence[str]):
   """
   folded = tf.compat.v1.GraphDef()
   folded.CopyFrom(graph_def)
-  g = _Graph(folded)
-  protected = {graph_lib.node_name(k) for k in keep}
+  g = graph_lib.GraphIndex(folded, keep)
   count = 0
   for name in [n.name for n in folded.node if n.op in ('Conv2D', 'MatMul')]:
-    if _fold_one(g, g.by_name[name], protected):
+    if _fold_one(g, g.by_name[name]):
       count += 1
   return (graph_lib.strip_unused(folded, keep) if count else folded), count
 

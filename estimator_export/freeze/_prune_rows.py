@@ -22,7 +22,7 @@ slices the tensor instead. Static shapes come from TF's shape inference with
 the batch set to a probe value; fold_shapes must have made Reshape targets
 constant first. Any op it does not know stops the walk the same way.
 """
-from typing import Dict, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -45,13 +45,11 @@ _MOVABLE = _UNARY | _BINARY | _REDUCE | {'Softmax', 'Reshape', 'Transpose', 'Mat
 class _Pruner:
   """One rewrite from one seed slice; new nodes go into `graph_def` (a copy)."""
 
-  def __init__(self, graph_def, shapes, dtypes, protected: Set[str], seq: int, position: int):
-    self.graph_def = graph_def
-    self.by_name = {n.name: n for n in graph_def.node}
-    self.users = graph_lib.consumers(graph_def)
+  def __init__(self, graph_def, shapes, dtypes, keep: Sequence[str], seq: int, position: int):
+    self.index = graph_lib.GraphIndex(graph_def, keep)
+    self.by_name, self.users = self.index.by_name, self.index.users
     self.shapes = shapes  # tensor name -> static dims with the probe batch
     self.dtypes = dtypes  # tensor name -> DataType enum
-    self.protected = protected
     self.seq, self.position = seq, position
     self.region: Dict[str, Axis] = {}  # node name -> the axis it moves along
     self.wanted: Dict[Tuple[str, int], Axis] = {}
@@ -68,7 +66,7 @@ class _Pruner:
     while pending:
       name = pending.pop()
       node = self.by_name.get(name)
-      if node is None or name in self.region or name in self.protected:
+      if node is None or name in self.region or name in self.index.protected:
         continue
       axes = set()
       for user in self.users.get(name, []):
@@ -115,14 +113,14 @@ class _Pruner:
           return None
       return plan
     if node.op in _REDUCE:
-      reduced = self._const(data[1])
+      reduced = self.index.const(data[1])
       if reduced is None or not node.attr['keep_dims'].b:
         return None
       if (0 if axis == MERGED else axis) in {int(a) % rank for a in np.reshape(reduced, [-1])}:
         return None
       return {0: axis}
     if node.op == 'Transpose':
-      perm = self._const(data[1])
+      perm = self.index.const(data[1])
       return None if perm is None or axis == MERGED else {0: int(perm[axis])}
     if node.op == 'MatMul':
       return None if axis != MERGED or node.attr['transpose_a'].b else {0: MERGED}
@@ -133,7 +131,7 @@ class _Pruner:
         return None
       return {0: rank - 2}
     if node.op == 'Reshape':
-      target, in_shape = self._const(data[1]), self._shape(data[0])
+      target, in_shape = self.index.const(data[1]), self._shape(data[0])
       if target is None or in_shape is None or target.ndim != 1 or target[0] != -1:
         return None
       in_axis = self._layout(in_shape)
@@ -154,25 +152,6 @@ class _Pruner:
   def _shape(self, tensor: str):
     return self.shapes.get(graph_lib.tensor_name(tensor))
 
-  def _const(self, tensor: str) -> Optional[np.ndarray]:
-    node = self.by_name.get(graph_lib.node_name(tensor))
-    if node is None or node.op != 'Const':
-      return None
-    return tf.make_ndarray(node.attr['value'].tensor)
-
-  def _new(self, name: str, op: str):
-    while name in self.by_name:
-      name += '_'
-    node = self.graph_def.node.add(name=name, op=op)
-    self.by_name[name] = node
-    return node
-
-  def add_const(self, name: str, value: np.ndarray) -> str:
-    node = self._new(name, 'Const')
-    node.attr['dtype'].type = tf.as_dtype(value.dtype).as_datatype_enum
-    node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(value))
-    return node.name
-
   def _slice(self, tensor: str, axis: Axis) -> str:
     """tensor restricted to the kept position along `axis`, as a new StridedSlice."""
     rank = len(self._shape(tensor))
@@ -185,10 +164,10 @@ class _Pruner:
       begin[axis], end[axis] = self.position, self.position + 1
       begin_mask = end_mask = ((1 << rank) - 1) & ~(1 << axis)
     base = graph_lib.node_name(tensor) + '/kept_position'
-    node = self._new(base, 'StridedSlice')
-    node.input.extend([tensor, self.add_const(base + '/begin', begin),
-                       self.add_const(base + '/end', end),
-                       self.add_const(base + '/strides', strides)])
+    node = self.index.add_node(base, 'StridedSlice')
+    node.input.extend([tensor, self.index.add_const(base + '/begin', begin),
+                       self.index.add_const(base + '/end', end),
+                       self.index.add_const(base + '/strides', strides)])
     node.attr['T'].type = self.dtypes[graph_lib.tensor_name(tensor)]
     node.attr['Index'].type = tf.int32.as_datatype_enum
     node.attr['begin_mask'].i, node.attr['end_mask'].i = begin_mask, end_mask
@@ -211,13 +190,13 @@ class _Pruner:
     for i, input_axis in self._plan(node, axis).items():
       inputs[i] = self.sliced(inputs[i], input_axis)
     if node.op == 'Reshape' and axis == 1:
-      target = self._const(node.input[1]).copy()
+      target = self.index.const(node.input[1]).copy()
       target[1] = 1
-      inputs[1] = self.add_const(node.name + '/kept_position/shape', target)
+      inputs[1] = self.index.add_const(node.name + '/kept_position/shape', target)
     return self._copy_of(node, inputs)
 
   def _copy_of(self, node, inputs) -> str:
-    copy = self._new(node.name + '/kept_position', node.op)
+    copy = self.index.add_node(node.name + '/kept_position', node.op)
     for key, value in node.attr.items():
       copy.attr[key].CopyFrom(value)
     copy.input.extend(inputs)
@@ -270,7 +249,6 @@ def prune_rows(graph_def, keep: Sequence[str]):
   shapes, dtypes = _static_shapes(graph_def)
   result = tf.compat.v1.GraphDef()
   result.CopyFrom(graph_def)
-  protected = {graph_lib.node_name(k) for k in keep}
   moved = 0
   by_name = {n.name: n for n in result.node}
   for seed_name in [n.name for n in result.node]:
@@ -278,7 +256,7 @@ def prune_rows(graph_def, keep: Sequence[str]):
     found = _seed(seed, shapes, by_name)
     if found is None:
       continue
-    pruner = _Pruner(result, shapes, dtypes, protected, *found)
+    pruner = _Pruner(result, shapes, dtypes, keep, *found)
     pruner.grow_region(seed_name)
     if not pruner.region:
       continue
@@ -287,9 +265,9 @@ def prune_rows(graph_def, keep: Sequence[str]):
     position = found[1]
     seed.input[0] = source
     # The sliced tensor has one position left: index 0 of it.
-    seed.input[1] = pruner.add_const(seed_name + '/kept_begin',
+    seed.input[1] = pruner.index.add_const(seed_name + '/kept_begin',
                                       _shifted(by_name, begin, position))
-    seed.input[2] = pruner.add_const(seed_name + '/kept_end',
+    seed.input[2] = pruner.index.add_const(seed_name + '/kept_end',
                                       _shifted(by_name, end, position))
     moved += pruner.moved
     by_name = {n.name: n for n in result.node}

@@ -24,7 +24,7 @@ TF 2.15's CPU kernels (Eigen, the default on CPUs without AVX-512) have no fused
 GELU or LayerNorm; oneDNN's (_MklFusedMatMul with GeluExact, _MklLayerNorm) run
 only when TF_ENABLE_ONEDNN_OPTS=1, so no pass targets them.
 """
-from typing import List, Optional, Sequence, Set
+from typing import List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -35,54 +35,6 @@ _ADDS = ('Add', 'AddV2')
 # Ops a query tensor may pass through between its dense layer and the scores, each
 # linear in its input, so a scale commutes with them.
 _SCALE_TRANSPARENT = frozenset({'Reshape', 'Transpose', 'Identity'})
-
-
-class _Index:
-  """Nodes of a GraphDef by name, and who consumes each, for in-place rewriting."""
-
-  def __init__(self, graph_def, keep: Sequence[str]):
-    self.graph_def = graph_def
-    self.protected = {graph_lib.node_name(k) for k in keep}
-    self.refresh()
-
-  def refresh(self):
-    self.by_name = {n.name: n for n in self.graph_def.node}
-    self.users = graph_lib.consumers(self.graph_def)
-
-  def producer(self, tensor: str):
-    """The node producing output 0 named by `tensor`, through Identity; None otherwise."""
-    if tensor.startswith('^') or (':' in tensor and not tensor.endswith(':0')):
-      return None
-    node = self.by_name.get(graph_lib.node_name(tensor))
-    while node is not None and node.op == 'Identity' and node.input:
-      node = self.by_name.get(graph_lib.node_name(node.input[0]))
-    return node
-
-  def const(self, tensor: str) -> Optional[np.ndarray]:
-    node = self.producer(tensor)
-    if node is None or node.op != 'Const':
-      return None
-    return tf.make_ndarray(node.attr['value'].tensor)
-
-  def sole_user(self, node):
-    """The one node reading `node` (data output 0 only, not protected), or None."""
-    users = self.users.get(node.name, [])
-    if len(users) != 1 or node.name in self.protected:
-      return None
-    user = self.by_name[users[0]]
-    uses = [i for i in user.input if graph_lib.node_name(i) == node.name]
-    if any(u.startswith('^') or (':' in u and not u.endswith(':0')) for u in uses):
-      return None
-    return user
-
-  def add_const(self, name: str, value: np.ndarray, dtype: tf.DType) -> str:
-    while name in self.by_name:
-      name += '_'
-    node = self.graph_def.node.add(name=name, op='Const')
-    node.attr['dtype'].type = dtype.as_datatype_enum
-    node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(value, dtype=dtype))
-    self.by_name[name] = node
-    return name
 
 
 def _copy(graph_def):
@@ -131,7 +83,7 @@ def fold_shapes(graph_def, keep: Sequence[str]):
     if len(varying) <= 1:
       targets[name] = [-1 if i in varying else d for i, d in enumerate(dims)]
   result = _copy(graph_def)
-  index = _Index(result, keep)
+  index = graph_lib.GraphIndex(result, keep)
   for name, dims in targets.items():
     node = index.by_name[name]
     dtype = tf.as_dtype(node.attr['Tshape'].type)
@@ -153,7 +105,7 @@ def fold_shapes(graph_def, keep: Sequence[str]):
 
 # ----- fuse_dense -----
 
-def _bias_for(index: _Index, add, operand: str, columns: int) -> Optional[str]:
+def _bias_for(index: graph_lib.GraphIndex, add, operand: str, columns: int) -> Optional[str]:
   """The other input of `add` if it is a constant [columns] float32 vector."""
   data = [i for i in add.input if not i.startswith('^')]
   if len(data) != 2 or len(data) != len(add.input):
@@ -178,7 +130,7 @@ def fuse_dense(graph_def, keep: Sequence[str]):
     (new GraphDef, number of dense layers rewritten).
   """
   result = _copy(graph_def)
-  index = _Index(result, keep)
+  index = graph_lib.GraphIndex(result, keep)
   count = 0
   for name in [n.name for n in result.node if n.op == 'MatMul']:
     matmul = index.by_name[name]
@@ -227,7 +179,7 @@ def _set_bias_add(node, matmul: str, bias: str):
 
 # ----- fold_scales -----
 
-def _query_dense(index: _Index, tensor: str) -> Optional[List]:
+def _query_dense(index: graph_lib.GraphIndex, tensor: str) -> Optional[List]:
   """[MatMul, BiasAdd] feeding `tensor` through Reshape/Transpose/Identity only, each
   with one reader and constant weights and bias; None otherwise."""
   node = index.by_name.get(graph_lib.node_name(tensor))
@@ -253,7 +205,7 @@ def fold_scales(graph_def, keep: Sequence[str]):
     (new GraphDef, number of nodes rewritten).
   """
   result = _copy(graph_def)
-  index = _Index(result, keep)
+  index = graph_lib.GraphIndex(result, keep)
   count = 0
   for node in list(result.node):
     if node.op != 'RealDiv' or node.attr['T'].type != tf.float32.as_datatype_enum:
@@ -310,7 +262,7 @@ def fold_scales(graph_def, keep: Sequence[str]):
   return graph_lib.strip_unused(result, keep), count
 
 
-def _scalar_scaled(index: _Index, node):
+def _scalar_scaled(index: graph_lib.GraphIndex, node):
   """(x, c) if node is Mul(x, c) of a float32 scalar constant c; else None."""
   if (node.op != 'Mul' or node.name in index.protected or len(node.input) != 2
       or node.attr['T'].type != tf.float32.as_datatype_enum):
@@ -322,7 +274,7 @@ def _scalar_scaled(index: _Index, node):
   return None
 
 
-def _next_matmul(index: _Index, node):
+def _next_matmul(index: graph_lib.GraphIndex, node):
   """The MatMul whose left operand is `node` times other factors only: reached through
   sole readers that are Reshape, Identity or Mul (by something else), with constant
   weights. Scaling its weights then scales the same product."""
