@@ -70,7 +70,8 @@ def import_lifting_constants(graph: tf.Graph, graph_def) -> Tuple[Any, Dict[Any,
   lifted = []
   for node in graph_def.node:
     tensor = node.attr['value'].tensor if node.op == 'Const' else None
-    if tensor is None or len(tensor.tensor_content) < LIFT_MIN_BYTES:
+    content = tensor.tensor_content if tensor is not None else b''  # Read (copied) once.
+    if len(content) < LIFT_MIN_BYTES:
       light.node.append(node)
       continue
     dtype = tf.as_dtype(tensor.dtype)
@@ -78,7 +79,7 @@ def import_lifting_constants(graph: tf.Graph, graph_def) -> Tuple[Any, Dict[Any,
     stub.attr['dtype'].type = tensor.dtype
     stub.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(dtype.as_numpy_dtype(0), dtype))
     shape = [d.size for d in tensor.tensor_shape.dim]
-    value = np.frombuffer(tensor.tensor_content, dtype.as_numpy_dtype).reshape(shape)
+    value = np.frombuffer(content, dtype.as_numpy_dtype).reshape(shape)
     lifted.append((node.name, dtype, value))
   if not lifted:
     with graph.as_default():
