@@ -152,6 +152,12 @@ class TestModelManager:
           stop.wait(0.05)
           deadline -= 1
         assert manager.resolve('m').version == version
+      # resolve() flips to 4 before any client has answered from it: wait
+      # (bounded) for one client round on the new version before stopping.
+      for _ in range(200):
+        if 4 in seen:
+          break
+        stop.wait(0.05)
     finally:
       stop.set()
       for t in threads:
