@@ -7,7 +7,8 @@
    sample feeds, the warmup file replayed (`tag_sets.run_every_tag_set`).
 2. Reference side: the Estimator's model_fn in PREDICT mode on the checkpoint,
    fed the samples as features (`_reference.predict_once`: what
-   estimator.predict returns).
+   estimator.predict returns; from the graph tf.estimator's export built
+   when it can, see `_reference.ExportGraph`).
 3. Then: every signature alias gives its target's outputs; the raw and
    tf.Example default signatures agree; the signatures fed the samples agree
    with the reference (parity).
@@ -35,7 +36,7 @@ import numpy as np
 
 from estimator_export import tag_sets as tag_sets_lib
 from estimator_export import validate as validate_lib
-from estimator_export._reference import predict_once
+from estimator_export._reference import ExportGraph, predict_once
 from estimator_export._saved_model import is_local_path, local_os_path
 
 logger = logging.getLogger('estimator_export')
@@ -47,6 +48,7 @@ class Reference(NamedTuple):
   checkpoint_path: str
   spec: Any  # features.FeatureSpec
   samples: Mapping[str, Any]
+  export_graph: Optional[ExportGraph] = None  # The export's receiver fn, if it made the export.
 
 
 def check_written_export(export_dir: str, layout: tag_sets_lib.TagSetPlan,
@@ -89,7 +91,8 @@ def check_written_export(export_dir: str, layout: tag_sets_lib.TagSetPlan,
       predictions, failure = None, None
       if features:
         try:
-          predictions = predict_once(reference.estimator, reference.checkpoint_path, features)
+          predictions = predict_once(reference.estimator, reference.checkpoint_path, features,
+                                     reference.export_graph)
         except Exception as e:  # pylint: disable=broad-except
           failure = e  # Raised in its turn, after the served side's errors.
       outputs = served.result()

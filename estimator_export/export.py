@@ -244,7 +244,8 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
     staging = local_staging_dir('export')
   try:
     logger.info('export: writing SavedModel from %s (step %d)', ckpt, step)
-    written = estimator.export_saved_model(staging, serving_input_receiver_fn,
+    exported = _export_checks.ExportGraph(serving_input_receiver_fn)  # Parity reuses its graph.
+    written = estimator.export_saved_model(staging, exported,
                                            assets_extra=dict(assets_extra or {}) or None,
                                            checkpoint_path=ckpt)
     written = written.decode() if isinstance(written, bytes) else written
@@ -270,7 +271,7 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
       _export_checks.check_written_export(
           written, layout, feeds, kinds, aliases, options.rtol, options.atol,
           warmup_lib.read_warmup_requests(written) if logs else None,
-          _export_checks.Reference(estimator, ckpt, spec, samples)
+          _export_checks.Reference(estimator, ckpt, spec, samples, exported)
           if samples is not None and options.parity else None, flush=local)
     if options.check_servable:
       logger.info('export: %s', servability.assert_servable(written))

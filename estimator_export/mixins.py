@@ -32,6 +32,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
+from estimator_export import _reference
 from estimator_export import custom_receiver
 from estimator_export import outputs as outputs_lib
 from estimator_export import receivers as receivers_lib
@@ -157,6 +158,7 @@ class ServingModelMixin:
     params = dict(params or {})
     features, preds = self._build(features, mode, params)
     if mode == ModeKeys.PREDICT:
+      _reference.record_predictions(preds)  # The parity check may reuse this graph.
       return tf.estimator.EstimatorSpec(mode, predictions=preds,
                                         export_outputs=self.export_outputs(preds))
     loss = self.loss(preds, labels, features, mode, params)

@@ -43,7 +43,7 @@ from estimator_export._saved_model import (SERVE_TAG, find_meta_graph, read_save
                                            tag_key)
 from estimator_export._shared_runs import SharedRuns
 from estimator_export.errors import SignatureError, TagSetError, did_you_mean
-from estimator_export.predictor import Predictor
+from estimator_export.predictor import Predictor, checks_session_config
 
 logger = logging.getLogger('estimator_export')
 
@@ -300,9 +300,11 @@ def run_every_tag_set(export_dir: str, layout: TagSetPlan,
       runs = next((r for b, r in loaded if body is not None and _serves(b, body, names)), None)
       if runs is None:
         predictor = stack.enter_context(Predictor.from_saved_model(
-            export_dir, signature_name=names[0], tags=list(tags)))
+            export_dir, signature_name=names[0], tags=list(tags),
+            config=checks_session_config()))
         runs = SharedRuns(predictor)
         loaded.append((body, runs))
+      runs.prefetch({name: feeds[name] for name in names})
       got = validate_lib.run_signatures(runs, {name: feeds[name] for name in names})
       if warmup_logs:
         warmup_lib.replay_warmup(runs, warmup_logs)

@@ -15,7 +15,7 @@ from estimator_export import receivers as receivers_lib
 from estimator_export._reference import predict_once
 from estimator_export.errors import ExportError, ValidationError
 from estimator_export.features import FeatureSpec
-from estimator_export.predictor import Predictor
+from estimator_export.predictor import Predictor, checks_session_config
 
 SAMPLE_SENTENCE = b'this is a sample sentence'
 
@@ -295,7 +295,8 @@ def validate_export(export_dir: str, samples: Optional[Mapping[str, Any]] = None
   first = (outputs_lib.DEFAULT_KEY if outputs_lib.DEFAULT_KEY in sig_defs or not sig_defs
            else min(sig_defs))
   with Predictor.from_saved_model(export_dir, signature_name=first,
-                                  tags=sorted(saved_model_lib.parse_tag_set(tag_set))) as predictor:
+                                  tags=sorted(saved_model_lib.parse_tag_set(tag_set)),
+                                  config=checks_session_config()) as predictor:
     results = run_signatures(predictor, sample_feeds(sig_defs, spec, samples))
   check_consistency(results, rtol, atol, kinds)
   return {name: {k: np.shape(v) for k, v in out.items()} for name, out in results.items()}

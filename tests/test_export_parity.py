@@ -24,10 +24,11 @@ SPEC = toy.ToyClassifier.feature_spec
 SCALE = 2.0
 
 
-def receiver_fn(scale: float, example_only_scale: float = 1.0):
+def receiver_fn(scale: float, example_only_scale: float = 1.0, extra_feature: bool = False):
   """Raw 'x', 'n' and an 'examples' alternative; the model gets x * scale on both paths.
 
   example_only_scale multiplies x on the tf.Example path alone (a skew between the paths).
+  extra_feature: the model also gets 'note', a feature the samples do not have.
   """
 
   def build():
@@ -38,8 +39,11 @@ def receiver_fn(scale: float, example_only_scale: float = 1.0):
     x = tf.compat.v1.placeholder_with_default(parsed['x'] * example_only_scale, [None, 3],
                                               name='x')
     n = tf.compat.v1.placeholder_with_default(parsed['n'], [None], name='n')
+    features = {'x': x * scale, 'n': n}
+    if extra_feature:
+      features['note'] = tf.zeros_like(n)
     return tf.estimator.export.ServingInputReceiver(
-        {'x': x * scale, 'n': n}, {'x': x, 'n': n},
+        features, {'x': x, 'n': n},
         receiver_tensors_alternatives={'examples': {'examples': serialized}})
 
   return build
@@ -115,9 +119,42 @@ def test_no_skew_passes_parity(trained_toy, tmp_path):
   assert compared == 6  # logits, probabilities, class_ids of both paths.
 
 
+class CountsBuilds(toy.ToyClassifier):
+  """Counts the builds of its PREDICT graph."""
+
+  def __init__(self):
+    self.predict_builds = 0
+
+  def predictions(self, features, mode, params):
+    if mode == tf.estimator.ModeKeys.PREDICT:
+      self.predict_builds += 1
+    return super().predictions(features, mode, params)
+
+
+def test_parity_reuses_the_export_graph_when_the_features_match(trained_toy, tmp_path):
+  model_dir = trained_toy[1].model_dir
+  # Features of estimator.predict's dtypes and static shapes: one build, still a real check.
+  model = CountsBuilds()
+  result = model.export_for_serving(model.make_estimator(model_dir), str(tmp_path / 'once'),
+                                    receiver_fn(1.0), samples=toy.SAMPLES)
+  assert result.validated and model.predict_builds == 1
+  model = CountsBuilds()
+  with pytest.raises(ValidationError, match=r"differs from estimator.predict"):
+    model.export_for_serving(model.make_estimator(model_dir), str(tmp_path / 'skew'),
+                             receiver_fn(SCALE), samples=toy.SAMPLES)
+  assert model.predict_builds == 1
+  # The export's model_fn got a feature estimator.predict's would not (the samples lack
+  # it), so the reference builds its own graph, as estimator.predict would.
+  model = CountsBuilds()
+  with pytest.warns(ee.UnreadFeatureWarning):
+    result = model.export_for_serving(model.make_estimator(model_dir), str(tmp_path / 'twice'),
+                                      receiver_fn(1.0, extra_feature=True), samples=toy.SAMPLES)
+  assert result.validated and model.predict_builds == 2
+
+
 class FailsOnSecondBuild(toy.ToyClassifier):
   """Builds its PREDICT graph once (tf.estimator's export); the second build (the parity
-  reference's) raises."""
+  reference's, when it cannot reuse the export's graph) raises."""
 
   def __init__(self):
     self.predict_builds = 0
@@ -135,14 +172,15 @@ def test_a_reference_that_fails_fails_the_export_after_the_served_checks(trained
   base = tmp_path / 'reference'
   model = FailsOnSecondBuild()
   with pytest.raises(RuntimeError, match='the reference cannot be built'):
-    model.export_for_serving(model.make_estimator(model_dir), str(base), receiver_fn(1.0),
-                             samples=toy.SAMPLES)
+    model.export_for_serving(model.make_estimator(model_dir), str(base),
+                             receiver_fn(1.0, extra_feature=True), samples=toy.SAMPLES)
   assert model.predict_builds == 2 and _published(base) == []
   # A served-side failure (the paths disagree) comes first, as if the checks ran in turn.
   model = FailsOnSecondBuild()
   with pytest.raises(ValidationError, match=r"^'examples:serving_default' output 'logits' "
                      r'differs from'):
     model.export_for_serving(model.make_estimator(model_dir), str(base),
-                             receiver_fn(1.0, example_only_scale=SCALE), samples=toy.SAMPLES)
+                             receiver_fn(1.0, example_only_scale=SCALE, extra_feature=True),
+                             samples=toy.SAMPLES)
   assert model.predict_builds == 2 and _published(base) == []
   assert [n for n in os.listdir(base) if n.startswith('.')] == []  # Staging removed.

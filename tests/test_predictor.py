@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from estimator_export import predictor as predictor_lib
 from estimator_export.errors import ContractError, ExportError, SignatureError
 from estimator_export.predictor import Predictor
 
@@ -352,3 +353,12 @@ class TestHalfPlusTwo:
     base = os.path.join(tf_serving_testdata, 'saved_model_half_plus_two_cpu')
     with pytest.raises(ContractError, match=r"its newest '.*00000123'"):
       Predictor.from_saved_model(base)
+
+
+def test_checks_session_config_turns_grappler_off_and_keeps_the_rest():
+  base = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=3)
+  config = predictor_lib.checks_session_config(base)
+  assert config.graph_options.rewrite_options.disable_meta_optimizer
+  assert config.intra_op_parallelism_threads == 3
+  assert not base.graph_options.rewrite_options.disable_meta_optimizer  # A copy.
+  assert predictor_lib.checks_session_config().graph_options.rewrite_options.disable_meta_optimizer

@@ -124,3 +124,59 @@ def test_a_checkpoint_without_the_models_variables_fails_like_estimator_predict(
     _reference.predict_once(estimator, foreign, features)
   with pytest.raises(tf.errors.NotFoundError, match='embedding'):
     _estimator_predict(estimator, features, checkpoint_path=foreign)
+
+
+# ----- the reference from the export's own graph -----
+
+def _export_graph(receiver_fn, estimator, tmp_path, checkpoint):
+  """An ExportGraph of receiver_fn after tf.estimator's export from `checkpoint`."""
+  graph = _reference.ExportGraph(receiver_fn)
+  estimator.export_saved_model(str(tmp_path / 'export'), graph, checkpoint_path=checkpoint)
+  assert graph.graph is not None and sorted(graph.features) == ['n', 'x']
+  return graph
+
+
+def test_the_export_graph_restores_the_checkpoint_it_is_given(tmp_path):
+  model = toy.ToyClassifier()
+  estimator = model.make_estimator(str(tmp_path / 'model'), params={'learning_rate': 0.5})
+  estimator.train(toy.train_input_fn, max_steps=1)
+  exported_from = tf.train.latest_checkpoint(estimator.model_dir)
+  estimator.train(toy.train_input_fn, max_steps=5)
+  later = tf.train.latest_checkpoint(estimator.model_dir)
+  graph = _export_graph(model.serving_input_receiver_fn('combined'), estimator, tmp_path,
+                        exported_from)
+  got = _reference.predict_in_export_graph(estimator, later, toy.SAMPLES, graph)
+  # estimator.predict on the checkpoint asked for, not the variables the export wrote.
+  _assert_same(got, _estimator_predict(estimator, toy.SAMPLES, checkpoint_path=later))
+  earlier = _estimator_predict(estimator, toy.SAMPLES, checkpoint_path=exported_from)
+  assert np.abs(got['logits'] - earlier['logits']).max() > 1e-3
+
+
+def test_the_export_graph_is_not_used_when_the_model_fn_saw_other_features(trained_toy,
+                                                                            tmp_path):
+  model, estimator = trained_toy
+  checkpoint = tf.train.latest_checkpoint(estimator.model_dir)
+  graph = _export_graph(model.serving_input_receiver_fn('raw'), estimator, tmp_path, checkpoint)
+  assert _reference.predict_in_export_graph(estimator, checkpoint, toy.SAMPLES, graph)
+  as_float64 = dict(toy.SAMPLES, x=toy.SAMPLES['x'].astype(np.float64))
+  wider = dict(toy.SAMPLES, x=np.zeros((2, 4), np.float32))
+  without_n = {'x': toy.SAMPLES['x']}
+  for features in (as_float64, wider, without_n):
+    assert _reference.predict_in_export_graph(estimator, checkpoint, features, graph) is None
+
+
+def test_a_model_fn_that_is_not_a_mixins_rebuilds_its_graph(word_model, tmp_path):
+  model_dir, features = word_model
+  estimator = tf.estimator.Estimator(_word_model_fn, model_dir, params={'scale': 2.0})
+  checkpoint = tf.train.latest_checkpoint(model_dir)
+
+  def receiver_fn():
+    word = tf.compat.v1.placeholder(tf.string, [None], name='word')
+    return tf.estimator.export.ServingInputReceiver({'word': word}, {'word': word})
+
+  graph = _reference.ExportGraph(receiver_fn)
+  estimator.export_saved_model(str(tmp_path / 'export'), graph, checkpoint_path=checkpoint)
+  # Its predictions were not recorded: nothing says which tensors they are.
+  assert _reference.predict_in_export_graph(estimator, checkpoint, features, graph) is None
+  got = _reference.predict_once(estimator, checkpoint, features, graph)
+  _assert_same(got, _estimator_predict(estimator, features))

@@ -122,6 +122,23 @@ class TestSharedRuns:
         validate.run_signatures(runs, {'double': {'x': BIG}, 'checked': {'x': BIG}})
       np.testing.assert_array_equal(runs.for_signature('checked')({'x': X})['ok'], X)
 
+  def test_prefetch_runs_each_distinct_request_once_for_the_calls_after_it(self, model_dir):
+    feeds = {'double': {'x': X}, 'plus_one': {'x': X}, 'other': {'w': X}}
+    with Predictor.from_saved_model(model_dir, signature_name='double') as predictor:
+      runs = _shared_runs.SharedRuns(predictor)
+      runs.prefetch(dict(feeds, double_copy={'w': X}))  # Wrong keys: left to its call.
+      assert _count(predictor) == 2  # The x group and the w group.
+      got = validate.run_signatures(runs, feeds)
+      assert _count(predictor) == 2
+      np.testing.assert_array_equal(got['plus_one']['z'], X + 1)
+      np.testing.assert_array_equal(got['other']['v'], -X)
+      # A request that fails is not raised by prefetch; its own call names it.
+      runs.prefetch({'checked': {'x': BIG}, 'double': {'x': X + 1}})
+      with pytest.raises(ValidationError, match=r"^signature 'checked' failed on sample inputs"):
+        validate.run_signatures(runs, {'checked': {'x': BIG}})
+      with pytest.raises(SignatureError, match=r"unknown input key for signature 'double_copy'"):
+        runs.for_signature('double_copy')({'w': X})
+
   def test_warmup_records_of_one_row_share_its_run(self, model_dir):
     logs = []
     for name in ('double', 'double_copy', 'plus_one'):
