@@ -48,14 +48,14 @@ class Reference(NamedTuple):
   checkpoint_path: str
   spec: Any  # features.FeatureSpec
   samples: Mapping[str, Any]
-  export_graph: Optional[ExportGraph] = None  # The export's receiver fn, if it made the export.
 
 
 def check_written_export(export_dir: str, layout: tag_sets_lib.TagSetPlan,
                          feeds: Mapping[str, Mapping[str, Any]], kinds: Mapping[str, str],
                          aliases: Mapping[str, str], rtol: float, atol: float,
                          warmup_logs: Optional[Sequence[Any]] = None,
-                         reference: Optional[Reference] = None, flush: bool = False
+                         reference: Optional[Reference] = None, flush: bool = False,
+                         exported: Optional[ExportGraph] = None
                         ) -> Dict[str, Dict[str, np.ndarray]]:
   """Validates a written export (see the module docstring); returns the signatures' outputs.
 
@@ -70,6 +70,9 @@ def check_written_export(export_dir: str, layout: tag_sets_lib.TagSetPlan,
     reference: compare with the Estimator's model_fn (None: no parity check).
     flush: fsync the export's files meanwhile (an export published by a local
       rename; one copied elsewhere is not fsynced).
+    exported: the receiver fn tf.estimator's export called, holding its graph:
+      requests of equal features share the model's run (`_shared_runs`), and
+      the reference reuses that graph when it can (`_reference`).
 
   Returns:
     Signature name -> output key -> array (aliases left out).
@@ -83,16 +86,18 @@ def check_written_export(export_dir: str, layout: tag_sets_lib.TagSetPlan,
       {name: None for name in feeds if name not in aliases}, kinds)
   features = (validate_lib.parity_features(reference.spec, reference.samples)
               if reference is not None and compared_signatures else {})
+  if exported is not None:
+    exported.export_dir = export_dir
   flushing = start_flush(export_dir) if flush else None
   try:
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='export-checks') as pool:
       served = pool.submit(tag_sets_lib.run_every_tag_set, export_dir, layout, feeds, rtol,
-                           atol, warmup_logs)
+                           atol, warmup_logs, exported.feature_names() if exported else ())
       predictions, failure = None, None
       if features:
         try:
           predictions = predict_once(reference.estimator, reference.checkpoint_path, features,
-                                     reference.export_graph)
+                                     exported)
         except Exception as e:  # pylint: disable=broad-except
           failure = e  # Raised in its turn, after the served side's errors.
       outputs = served.result()

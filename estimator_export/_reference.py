@@ -42,8 +42,11 @@ receiver's features are dense tensors of exactly the dtypes and static shapes
 the placeholders above would have, the model_fn saw what estimator.predict
 gives it, so its graph computes what estimator.predict computes. The
 reference then runs that graph fed the features directly (the receiver
-skipped), its variables restored from the checkpoint by a new Saver (not the
-SavedModel's variables/), as above. It needs the model_fn's predictions,
+skipped), its variables restored from the checkpoint, not from the
+SavedModel's variables/: by the export's own restore op (named in the SaverDef
+the export wrote; tf.estimator built that Saver as estimator.predict would, a
+sharded Saver of every variable), or by a new Saver as above when the graph
+has Savers of its own. It needs the model_fn's predictions,
 which only `ServingModelMixin.model_fn` records (`record_predictions`); any
 other case, or any error on this path, falls back to the rebuild above.
 
@@ -55,11 +58,12 @@ are not a dict.
 """
 import logging
 import weakref
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from estimator_export._saved_model import read_saved_model
 from estimator_export.predictor import checks_session_config
 
 logger = logging.getLogger('estimator_export')
@@ -92,11 +96,18 @@ class ExportGraph:
     self.receiver_fn = receiver_fn
     self.graph: Optional[tf.Graph] = None
     self.features: Any = None
+    self.export_dir: Optional[str] = None  # Where it wrote the SavedModel, once known.
 
   def __call__(self):
     receiver = self.receiver_fn()
     self.graph, self.features = tf.compat.v1.get_default_graph(), receiver.features
     return receiver
+
+  def feature_names(self) -> List[str]:
+    """The names of the feature tensors (composites as their components); [] before a call."""
+    if self.graph is None:
+      return []
+    return [t.name for t in tf.nest.flatten(self.features, expand_composites=True)]
 
 
 def predict_once(estimator: tf.estimator.Estimator, checkpoint_path: str,
@@ -161,16 +172,27 @@ def predict_in_export_graph(estimator: tf.estimator.Estimator, checkpoint_path: 
     if (not isinstance(tensor, tf.Tensor) or tensor.dtype != dtype or
         tensor.shape.rank is None or tensor.shape.as_list() != [None] + list(value.shape[1:])):
       return None  # The model_fn saw other features than estimator.predict gives it.
+  # The SaverDef the export wrote: its restore op is in `graph` and restores every variable
+  # the export saved, as tf.estimator restored them from the checkpoint.
+  saver_def = (read_saved_model(export_graph.export_dir).meta_graphs[0].saver_def
+               if export_graph.export_dir else None)
   with graph.as_default():
-    saver, local_init_op = _graph_restore_ops()
-    if saver is None:
-      return None
+    if saver_def is not None and not tf.compat.v1.get_collection(
+        tf.compat.v1.GraphKeys.SAVERS):  # The Saver estimator.predict would build: the export's.
+      saver, local_init_op = None, _local_init_op()
+    else:
+      saver, local_init_op = _graph_restore_ops()
+      if saver is None:
+        return None
     predictions = {k: graph.get_tensor_by_name(n) for k, n in names.items()}
     graph.finalize()
   with tf.compat.v1.Session(target=estimator.config.master, graph=graph,
                             config=checks_session_config(estimator.config.session_config)
                            ) as session:
-    saver.restore(session, checkpoint_path)
+    if saver is None:  # What Saver.restore runs.
+      session.run(saver_def.restore_op_name, {saver_def.filename_tensor_name: checkpoint_path})
+    else:
+      saver.restore(session, checkpoint_path)
     session.run(local_init_op)
     return session.run(predictions, {received[k]: v for k, v in features.items()})
 
@@ -194,10 +216,14 @@ def _graph_restore_ops():
     saver.build()
   else:
     saver = tf.compat.v1.train.Saver(sharded=True, allow_empty=True)
-  local_init_op = tf.compat.v1.train.Scaffold.get_or_default(
+  return saver, _local_init_op()
+
+
+def _local_init_op():
+  """The local_init_op Scaffold.finalize takes, in the default graph."""
+  return tf.compat.v1.train.Scaffold.get_or_default(
       'local_init_op', tf.compat.v1.GraphKeys.LOCAL_INIT_OP,
       tf.compat.v1.train.Scaffold.default_local_init_op)
-  return saver, local_init_op
 
 
 def _estimator_predict(estimator, checkpoint_path: str, features: Mapping[str, np.ndarray]):

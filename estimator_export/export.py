@@ -244,7 +244,7 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
     staging = local_staging_dir('export')
   try:
     logger.info('export: writing SavedModel from %s (step %d)', ckpt, step)
-    exported = _export_checks.ExportGraph(serving_input_receiver_fn)  # Parity reuses its graph.
+    exported = _export_checks.ExportGraph(serving_input_receiver_fn)  # Its graph, for the checks.
     written = estimator.export_saved_model(staging, exported,
                                            assets_extra=dict(assets_extra or {}) or None,
                                            checkpoint_path=ckpt)
@@ -271,8 +271,8 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
       _export_checks.check_written_export(
           written, layout, feeds, kinds, aliases, options.rtol, options.atol,
           warmup_lib.read_warmup_requests(written) if logs else None,
-          _export_checks.Reference(estimator, ckpt, spec, samples, exported)
-          if samples is not None and options.parity else None, flush=local)
+          _export_checks.Reference(estimator, ckpt, spec, samples)
+          if samples is not None and options.parity else None, flush=local, exported=exported)
     if options.check_servable:
       logger.info('export: %s', servability.assert_servable(written))
     manifest_path = _write_manifest(written, estimator, ckpt, step, version, spec, signatures,

@@ -263,8 +263,8 @@ def retagged(saved_model: saved_model_pb2.SavedModel,
 
 def run_every_tag_set(export_dir: str, layout: TagSetPlan,
                       feeds: Mapping[str, Mapping[str, Any]], rtol: float, atol: float,
-                      warmup_logs: Optional[Sequence[Any]] = None
-                      ) -> Dict[str, Dict[str, np.ndarray]]:
+                      warmup_logs: Optional[Sequence[Any]] = None,
+                      features: Sequence[str] = ()) -> Dict[str, Dict[str, np.ndarray]]:
   """Runs each MetaGraph's signatures and replays the warmup file on it, as if loaded by its tags.
 
   A signature carried by several MetaGraphs must give the same outputs in each
@@ -283,6 +283,8 @@ def run_every_tag_set(export_dir: str, layout: TagSetPlan,
     rtol, atol: tolerance of the comparison between MetaGraphs.
     warmup_logs: the PredictionLogs of the warmup file, replayed against each
       MetaGraph as TF Serving would after loading it.
+    features: the model_fn's feature tensor names, if known: requests of equal
+      features share the model's run (`_shared_runs`).
 
   Returns:
     Signature name -> output key -> array, for every signature written.
@@ -302,9 +304,10 @@ def run_every_tag_set(export_dir: str, layout: TagSetPlan,
         predictor = stack.enter_context(Predictor.from_saved_model(
             export_dir, signature_name=names[0], tags=list(tags),
             config=checks_session_config()))
-        runs = SharedRuns(predictor)
+        runs = SharedRuns(predictor, features)
         loaded.append((body, runs))
-      runs.prefetch({name: feeds[name] for name in names})
+      runs.prefetch([(name, feeds[name]) for name in names] +
+                    (warmup_lib.warmup_requests(runs, warmup_logs) if warmup_logs else []))
       got = validate_lib.run_signatures(runs, {name: feeds[name] for name in names})
       if warmup_logs:
         warmup_lib.replay_warmup(runs, warmup_logs)

@@ -16,7 +16,8 @@ A file that breaks these rules raises `ValidationError`; a request that does
 not fit its signature raises `SignatureError`.
 """
 import os
-from typing import Any, Callable, Iterable, List, Mapping, NamedTuple, Optional, Sequence
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 import tensorflow as tf
@@ -26,11 +27,11 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from estimator_export import _saved_model as saved_model_lib
 from estimator_export import predictor as predictor_lib
-from estimator_export.errors import ContractError, SignatureError, ValidationError
+from estimator_export.errors import ContractError, ExportError, SignatureError, ValidationError
 
 __all__ = ['ALLOWED_LOG_TYPES', 'MAX_WARMUP_RECORDS', 'WARMUP_FILENAME', 'WarmupCall',
            'read_warmup_requests', 'replay', 'replay_warmup', 'request_log_for_signature',
-           'warmup_path', 'write_warmup_requests']
+           'warmup_path', 'warmup_requests', 'write_warmup_requests']
 
 WARMUP_FILENAME = 'tf_serving_warmup_requests'
 MAX_WARMUP_RECORDS = 1000
@@ -322,6 +323,30 @@ def replay_warmup(predictor: predictor_lib.Predictor, logs: Iterable[PredictionL
                             ) from e
 
   return replay(logs, run)
+
+
+def warmup_requests(predictor: predictor_lib.Predictor, logs: Iterable[PredictionLog]
+                   ) -> List[Tuple[str, Dict[str, Any]]]:
+  """(signature name, inputs) of each request `replay_warmup` would run, as far as it can
+  tell without running them (for `_shared_runs.SharedRuns.prefetch`); others are left out."""
+  requests: List[Tuple[str, Dict[str, Any]]] = []
+
+  def add(call: WarmupCall):
+    name = call.signature_name or saved_model_lib.DEFAULT_SIGNATURE
+    if call.method == _PREDICT:
+      requests.append((name, dict(call.inputs)))
+      return
+    try:
+      signature_def = predictor.for_signature(name).signature_def
+      requests.append((name, {_single_string_input(name, signature_def): call.examples}))
+    except ExportError:
+      pass  # replay_warmup says why.
+
+  try:
+    replay(logs, add)
+  except ValidationError:
+    pass  # A log type TF Serving refuses: replay_warmup says so.
+  return requests
 
 
 def _calls_of(log: PredictionLog, index: int, kind: str) -> List[WarmupCall]:

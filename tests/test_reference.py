@@ -128,11 +128,18 @@ def test_a_checkpoint_without_the_models_variables_fails_like_estimator_predict(
 
 # ----- the reference from the export's own graph -----
 
-def _export_graph(receiver_fn, estimator, tmp_path, checkpoint):
-  """An ExportGraph of receiver_fn after tf.estimator's export from `checkpoint`."""
+def _export_graph(receiver_fn, estimator, tmp_path, checkpoint, with_export_dir=True):
+  """An ExportGraph of receiver_fn after tf.estimator's export from `checkpoint`.
+
+  with_export_dir: it knows the export (the reference restores with the export's
+  SaverDef); without, it builds a Saver as estimator.predict would.
+  """
   graph = _reference.ExportGraph(receiver_fn)
-  estimator.export_saved_model(str(tmp_path / 'export'), graph, checkpoint_path=checkpoint)
+  written = estimator.export_saved_model(str(tmp_path / 'export'), graph,
+                                         checkpoint_path=checkpoint)
   assert graph.graph is not None and sorted(graph.features) == ['n', 'x']
+  if with_export_dir:
+    graph.export_dir = written.decode() if isinstance(written, bytes) else written
   return graph
 
 
@@ -143,13 +150,15 @@ def test_the_export_graph_restores_the_checkpoint_it_is_given(tmp_path):
   exported_from = tf.train.latest_checkpoint(estimator.model_dir)
   estimator.train(toy.train_input_fn, max_steps=5)
   later = tf.train.latest_checkpoint(estimator.model_dir)
-  graph = _export_graph(model.serving_input_receiver_fn('combined'), estimator, tmp_path,
-                        exported_from)
-  got = _reference.predict_in_export_graph(estimator, later, toy.SAMPLES, graph)
-  # estimator.predict on the checkpoint asked for, not the variables the export wrote.
-  _assert_same(got, _estimator_predict(estimator, toy.SAMPLES, checkpoint_path=later))
+  expected = _estimator_predict(estimator, toy.SAMPLES, checkpoint_path=later)
   earlier = _estimator_predict(estimator, toy.SAMPLES, checkpoint_path=exported_from)
-  assert np.abs(got['logits'] - earlier['logits']).max() > 1e-3
+  assert np.abs(expected['logits'] - earlier['logits']).max() > 1e-3
+  for with_export_dir in (True, False):
+    graph = _export_graph(model.serving_input_receiver_fn('combined'), estimator,
+                          tmp_path / str(with_export_dir), exported_from, with_export_dir)
+    got = _reference.predict_in_export_graph(estimator, later, toy.SAMPLES, graph)
+    # estimator.predict on the checkpoint asked for, not the variables the export wrote.
+    _assert_same(got, expected)
 
 
 def test_the_export_graph_is_not_used_when_the_model_fn_saw_other_features(trained_toy,

@@ -126,14 +126,14 @@ class TestSharedRuns:
     feeds = {'double': {'x': X}, 'plus_one': {'x': X}, 'other': {'w': X}}
     with Predictor.from_saved_model(model_dir, signature_name='double') as predictor:
       runs = _shared_runs.SharedRuns(predictor)
-      runs.prefetch(dict(feeds, double_copy={'w': X}))  # Wrong keys: left to its call.
+      runs.prefetch(list(feeds.items()) + [('double_copy', {'w': X})])  # Wrong keys: left.
       assert _count(predictor) == 2  # The x group and the w group.
       got = validate.run_signatures(runs, feeds)
       assert _count(predictor) == 2
       np.testing.assert_array_equal(got['plus_one']['z'], X + 1)
       np.testing.assert_array_equal(got['other']['v'], -X)
       # A request that fails is not raised by prefetch; its own call names it.
-      runs.prefetch({'checked': {'x': BIG}, 'double': {'x': X + 1}})
+      runs.prefetch([('checked', {'x': BIG}), ('double', {'x': X + 1})])
       with pytest.raises(ValidationError, match=r"^signature 'checked' failed on sample inputs"):
         validate.run_signatures(runs, {'checked': {'x': BIG}})
       with pytest.raises(SignatureError, match=r"unknown input key for signature 'double_copy'"):
@@ -158,6 +158,72 @@ class TestSharedRuns:
         warmup.replay_warmup(_shared_runs.SharedRuns(predictor), [
             prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=bad))])
+
+
+def write_two_receiver_model(export_dir: str) -> str:
+  """Inputs a and b (float32 [None, 1], empty by default) -> feature = concat(a, b - 1)
+  -> y = 2 * feature, and `runs`, incremented by each run of that model part (not by one
+  fetching `feature` alone). Signatures 'from_a' and 'from_b' read a and b."""
+  builder = tf.compat.v1.saved_model.Builder(export_dir)
+  with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+    empty = tf.zeros([0, 1])
+    a = tf.compat.v1.placeholder_with_default(empty, [None, 1], name='a')
+    b = tf.compat.v1.placeholder_with_default(empty, [None, 1], name='b')
+    feature = tf.concat([a, b - 1.0], axis=0, name='feature')
+    counter = tf.compat.v1.get_variable('runs', [], tf.int64,
+                                        tf.compat.v1.zeros_initializer(), use_resource=True)
+    with tf.control_dependencies([feature]):
+      runs = tf.identity(counter.assign_add(1), name='runs_after')
+    tf.identity(counter.read_value(), name='count')
+    outputs = {'y': tf.multiply(feature, 2.0, name='y'), 'runs': runs}
+    session.run(tf.compat.v1.global_variables_initializer())
+    builder.add_meta_graph_and_variables(session, ['serve'], signature_def_map={
+        'from_a': _signature({'a': a}, outputs), 'from_b': _signature({'b': b}, outputs)})
+  builder.save()
+  return export_dir
+
+
+class TestEqualFeatures:
+
+  def test_requests_of_equal_features_share_the_model_run(self, tmp_path):
+    path = write_two_receiver_model(str(tmp_path / '1'))
+    with Predictor.from_saved_model(path, signature_name='from_a') as predictor:
+      runs = _shared_runs.SharedRuns(predictor, features=['feature:0'])
+      got = validate.run_signatures(runs, {'from_a': {'a': X}, 'from_b': {'b': X + 1}})
+      assert _count(predictor) == 1  # from_b ran its receiver part only.
+      np.testing.assert_array_equal(got['from_b']['y'], 2 * X)
+      got = validate.run_signatures(runs, {'from_b': {'b': X + 2}})  # Other features.
+      assert _count(predictor) == 2
+      np.testing.assert_array_equal(got['from_b']['y'], 2 * (X + 1))
+
+  def test_without_features_or_with_unknown_ones_nothing_more_is_shared(self, tmp_path):
+    path = write_two_receiver_model(str(tmp_path / '1'))
+    for features in ((), ('no_such_tensor:0',)):
+      with Predictor.from_saved_model(path, signature_name='from_a') as predictor:
+        runs = _shared_runs.SharedRuns(predictor, features=features)
+        validate.run_signatures(runs, {'from_a': {'a': X}, 'from_b': {'b': X + 1}})
+        assert _count(predictor) == 2
+
+  def test_warmup_requests_are_prefetched_and_replay_reuses_them(self, tmp_path):
+    path = write_two_receiver_model(str(tmp_path / '1'))
+    logs = []
+    for name, key, value in (('from_a', 'a', X[:1]), ('from_b', 'b', X[:1] + 1),
+                             ('no_such_signature', 'a', X[:1])):
+      request = predict_pb2.PredictRequest()
+      request.model_spec.signature_name = name
+      request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+      logs.append(prediction_log_pb2.PredictionLog(
+          predict_log=prediction_log_pb2.PredictLog(request=request)))
+    with Predictor.from_saved_model(path, signature_name='from_a') as predictor:
+      runs = _shared_runs.SharedRuns(predictor, features=['feature:0'])
+      requests = warmup.warmup_requests(runs, logs)
+      assert [name for name, _ in requests] == ['from_a', 'from_b', 'no_such_signature']
+      runs.prefetch(requests)
+      assert _count(predictor) == 1
+      with pytest.raises(ValidationError, match=r"warmup record 2 .*'no_such_signature'"):
+        warmup.replay_warmup(runs, logs)
+      assert warmup.replay_warmup(runs, logs[:2]) == 2
+      assert _count(predictor) == 1
 
 
 class TestEveryTagSet:

@@ -200,6 +200,19 @@ class TestReplayWarmup:
     path = warmup.write_warmup_requests(str(tmp_path / 'requests'), toy_logs(predictor))
     assert warmup.replay_warmup(predictor, warmup.read_warmup_requests(path)) == 4
 
+  def test_warmup_requests_are_what_replay_runs(self, predictor):
+    logs = toy_logs(predictor)
+    logs[1].predict_log.request.model_spec.signature_name = 'lookupp'  # Left to the replay.
+    requests = warmup.warmup_requests(predictor, logs)
+    assert [(name, sorted(inputs)) for name, inputs in requests] == [
+        ('serving_default', ['n', 'x']), ('lookupp', ['words']), ('classify', ['inputs']),
+        ('regress', ['inputs'])]
+    for (name, inputs), log in zip(requests[2:], logs[2:]):  # Each runs on its signature.
+      request = getattr(log, log.WhichOneof('log_type')).request
+      assert inputs['inputs'].tolist() == [e.SerializeToString()
+                                           for e in request.input.example_list.examples]
+      assert predictor.for_signature(name)(inputs)
+
   def test_multi_inference_with_context(self, predictor):
     log = PredictionLog()
     request = log.multi_inference_log.request
