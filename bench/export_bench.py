@@ -96,6 +96,7 @@ STEPS: Tuple[Tuple[str, str, str], ...] = (
     ('parity: the model_fn on the checkpoint', '_export_checks', 'predict_once'),
     ('manifest', 'export', '_write_manifest'),
     ('fingerprint (sha256 of the model files)', 'export', 'content_fingerprint'),
+    ('fingerprint (sha256 of the model files)', '_export_checks', 'content_fingerprint'),
     ('example requests (assets.extra/requests)', 'export',
      'example_requests_lib.write_example_requests'),
     ('fsync', 'export', 'fsync_tree'),
@@ -355,7 +356,7 @@ def main():
   parser.add_argument('--output_dir', default='bench_output',
                       help='where export_bench.json goes ("" for nowhere)')
   parser.add_argument('--repeats', type=int, default=None,
-                      help='interleaved exports of each kind on BERT (default 5; quick 2); '
+                      help='interleaved exports of each kind on BERT (default 20; quick 2); '
                       'the toy gets twice as many')
   parser.add_argument('--skip_bert', action='store_true', help='only the toy MLP')
   parser.add_argument('--bert_layers', type=int, default=None,
@@ -366,7 +367,7 @@ def main():
   parser.add_argument('--hidden', type=int, default=256)
   args = parser.parse_args()
   tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
-  repeats = args.repeats or (2 if args.quick else 5)
+  repeats = args.repeats or (2 if args.quick else 20)
   requests = args.requests or (3 if args.quick else 10)
   layers = args.bert_layers or (1 if args.quick else 6)
   if min(repeats, requests, layers) < 1:

@@ -24,7 +24,8 @@ then consistency, then parity (including a reference that fails to build).
 
 With flush=True (an export published by a local rename) a third thread fsyncs
 the export's files meanwhile (`start_flush`), so the fsync before the publish
-finds them on disk already.
+finds them on disk already. With fingerprint=True the calling thread, done with
+the reference, hashes the files for the manifest while the served side runs.
 """
 import concurrent.futures
 import logging
@@ -37,9 +38,15 @@ import numpy as np
 from estimator_export import tag_sets as tag_sets_lib
 from estimator_export import validate as validate_lib
 from estimator_export._reference import ExportGraph, predict_once
-from estimator_export._saved_model import is_local_path, local_os_path
+from estimator_export._saved_model import content_fingerprint, is_local_path, local_os_path
 
 logger = logging.getLogger('estimator_export')
+
+
+class Checked(NamedTuple):
+  """What check_written_export gives back."""
+  outputs: Dict[str, Dict[str, np.ndarray]]  # Signature -> output key -> array (no aliases).
+  fingerprint: Optional[Dict[str, Any]]  # content_fingerprint of the checked files, if asked.
 
 
 class Reference(NamedTuple):
@@ -55,9 +62,9 @@ def check_written_export(export_dir: str, layout: tag_sets_lib.TagSetPlan,
                          aliases: Mapping[str, str], rtol: float, atol: float,
                          warmup_logs: Optional[Sequence[Any]] = None,
                          reference: Optional[Reference] = None, flush: bool = False,
-                         exported: Optional[ExportGraph] = None
-                        ) -> Dict[str, Dict[str, np.ndarray]]:
-  """Validates a written export (see the module docstring); returns the signatures' outputs.
+                         exported: Optional[ExportGraph] = None, fingerprint: bool = False
+                        ) -> Checked:
+  """Validates a written export (see the module docstring).
 
   Args:
     export_dir: the written SavedModel (not yet published).
@@ -73,9 +80,12 @@ def check_written_export(export_dir: str, layout: tag_sets_lib.TagSetPlan,
     exported: the receiver fn tf.estimator's export called, holding its graph:
       requests of equal features share the model's run (`_shared_runs`), and
       the reference reuses that graph when it can (`_reference`).
+    fingerprint: also hash the files (`content_fingerprint`) in this thread
+      while the served side runs; they must not change afterwards.
 
   Returns:
-    Signature name -> output key -> array (aliases left out).
+    Checked: the signatures' outputs, and the fingerprint (None when not asked
+    for or when hashing failed: hash again to see why).
 
   Raises:
     ContractError: a MetaGraph does not load by its tags.
@@ -100,6 +110,7 @@ def check_written_export(export_dir: str, layout: tag_sets_lib.TagSetPlan,
                                      exported)
         except Exception as e:  # pylint: disable=broad-except
           failure = e  # Raised in its turn, after the served side's errors.
+      digest = _fingerprint(export_dir) if fingerprint else None
       outputs = served.result()
   finally:
     if flushing is not None:
@@ -113,7 +124,14 @@ def check_written_export(export_dir: str, layout: tag_sets_lib.TagSetPlan,
   if predictions is not None:
     compared = validate_lib.compare_parity(predictions, outputs, rtol, atol, kinds)
     logger.info('export: parity with estimator.predict on %d output(s)', compared)
-  return outputs
+  return Checked(outputs, digest)
+
+
+def _fingerprint(export_dir: str) -> Optional[Dict[str, Any]]:
+  try:
+    return content_fingerprint(export_dir)
+  except Exception:  # pylint: disable=broad-except
+    return None  # The manifest hashes them again, and that error is raised there.
 
 
 def start_flush(path: str) -> Optional[threading.Thread]:

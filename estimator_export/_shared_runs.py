@@ -36,11 +36,13 @@ earlier run had bitwise equal features and fetched what this request asks
 for, the request gets that run's outputs, and only the model part is not
 run again. On the MiniLM-sized BERT that saves most of the checks' compute:
 the raw ids, tf.Example and text signatures of the same sentences, and their
-warmup records, ran the encoder for about 0.2 s of CPU each. This assumes what the consistency checks already demand: the model's
-outputs depend on its features and variables only (no random ops).
+warmup records, ran the encoder for about 0.2 s of CPU each. This assumes
+what the consistency checks already demand: the model's outputs depend on its
+features and variables only (no random ops).
 
 `prefetch(requests)` runs the distinct groups of a set of requests at once, in a
-few threads (after a first one alone, whose features the others may match): a first run is mostly single-threaded work (building the
+few threads (with features: every receiver part first, then one full run per
+distinct features): a first run is mostly single-threaded work (building the
 executor, small ops), so on 2 cores two groups take the time of one.
 """
 import concurrent.futures
@@ -77,6 +79,7 @@ class SharedRuns:
     self._failed = set()  # Keys whose shared run failed.
     self._features = list(features) if _all_in(predictor.graph, features) else []
     self._by_features: Dict[Tuple[Any, ...], Dict[str, np.ndarray]] = {}
+    self._digests: Dict[_Key, Optional[Tuple[Any, ...]]] = {}  # Request key -> features.
     # Input tensor names (sorted) -> output tensor names of every signature reading them.
     self._fetches: Dict[Tuple[str, ...], List[str]] = {}
     for sig in predictor.signatures.values():
@@ -109,12 +112,29 @@ class SharedRuns:
       if request is not None:
         distinct.setdefault(self._key(request[0]), request)
     requests = list(distinct.values())
-    if self._features and requests:  # The first run gives the others features to match.
-      self.run(*requests.pop(0))
-    if len(requests) > 1:
-      with concurrent.futures.ThreadPoolExecutor(
-          min(workers, len(requests)), thread_name_prefix='shared-runs') as pool:
-        list(pool.map(lambda request: self.run(*request), requests))
+    if self._features and len(requests) > 1:
+      # Every request's receiver part first; then one full run per distinct features,
+      # which the other requests of those features match when they are called.
+      digests = _map(lambda r: self._features_of(self._key(r[0]), r[0]), requests, workers)
+      firsts = {}
+      for request, digest in zip(requests, digests):
+        firsts.setdefault(id(request) if digest is None else digest, request)
+      requests = list(firsts.values())
+    _map(lambda request: self.run(*request), requests, workers)
+
+  def _features_of(self, key: _Key, feeds: Mapping[str, np.ndarray]) -> Optional[Tuple[Any, ...]]:
+    """The digest of the features `feeds` make (the receiver part run alone, once per key);
+    None when that run fails."""
+    with self._lock:
+      if key in self._digests:
+        return self._digests[key]
+    try:
+      digest = tuple(_digest(v) for v in self._predictor.run_tensors(feeds, self._features))
+    except Exception:  # pylint: disable=broad-except
+      digest = None  # The request's own run says why.
+    with self._lock:
+      self._digests[key] = digest
+    return digest
 
   def _key(self, feeds: Mapping[str, np.ndarray]) -> _Key:
     names = tuple(sorted(feeds))
@@ -149,28 +169,30 @@ class SharedRuns:
     fed = {n: feeds[n] for n in names}
     group = list(self._fetches.get(names, ()))
     group += [f for f in dict.fromkeys(fetches) if f not in group]
-    features = None
+    digest = None
     if self._features:
       with self._lock:
-        matching = bool(self._by_features)
-      if matching:  # The receiver part alone, then an earlier run of equal features.
-        features = tuple(_digest(v) for v in self._predictor.run_tensors(fed, self._features))
+        digest, matching = self._digests.get(key), bool(self._by_features)
+      if digest is None and matching:  # Its receiver part alone, to match earlier runs.
+        digest = self._features_of(key, fed)
+      if digest is not None:
         with self._lock:
-          done = self._by_features.get(features)
+          done = self._by_features.get(digest)
         if done is not None and all(f in done for f in fetches):
           with self._lock:
             self._memo[key] = done
           return done
-      else:
+      else:  # The features come with the run.
         group += [f for f in self._features if f not in group]
     values = self._predictor.run_tensors(fed, group)
     done = dict(zip(group, values))
-    if self._features and features is None:
-      features = tuple(_digest(done[f]) for f in self._features)
+    if self._features and digest is None:
+      digest = tuple(_digest(done[f]) for f in self._features)
     with self._lock:
       self._memo[key] = done
-      if features is not None:
-        self._by_features.setdefault(features, done)
+      if digest is not None:
+        self._digests[key] = digest
+        self._by_features.setdefault(digest, done)
     return done
 
 
@@ -208,6 +230,15 @@ class _SharedSignature:
     sig = self.signature_def
     keys = [outputs] if isinstance(outputs, str) else list(outputs or sorted(sig.outputs))
     return {k: fetched[sig.outputs[k].name] for k in keys}
+
+
+def _map(fn, items: Sequence[Any], workers: int) -> List[Any]:
+  """[fn(item) ...], up to `workers` at a time."""
+  if len(items) <= 1:
+    return [fn(item) for item in items]
+  with concurrent.futures.ThreadPoolExecutor(min(workers, len(items)),
+                                             thread_name_prefix='shared-runs') as pool:
+    return list(pool.map(fn, items))
 
 
 def _all_in(graph, names: Sequence[str]) -> bool:

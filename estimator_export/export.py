@@ -267,16 +267,18 @@ def export_for_serving(estimator: tf.estimator.Estimator, export_dir_base: str,
       logger.info('export: wrote %d warmup request(s)', len(logs))
     requests = example_requests_lib.write_example_requests(  # assets.extra/requests/
         written, logs or _warmup_logs(sig_defs, feeds, options))
+    digest = None  # The files are final from here: the checks hash them meanwhile.
     if options.validate:
-      _export_checks.check_written_export(
+      digest = _export_checks.check_written_export(
           written, layout, feeds, kinds, aliases, options.rtol, options.atol,
           warmup_lib.read_warmup_requests(written) if logs else None,
           _export_checks.Reference(estimator, ckpt, spec, samples)
-          if samples is not None and options.parity else None, flush=local, exported=exported)
+          if samples is not None and options.parity else None, flush=local, exported=exported,
+          fingerprint=True).fingerprint
     if options.check_servable:
       logger.info('export: %s', servability.assert_servable(written))
     manifest_path = _write_manifest(written, estimator, ckpt, step, version, spec, signatures,
-                                    removed, label_vocabulary, metrics, options, requests)
+                                    removed, label_vocabulary, metrics, options, requests, digest)
     if local:
       logger.debug('export: fsynced %d file(s) of %s', fsync_tree(written), written)
       final, published_before = _publish(written, base, version, options.on_collision)
@@ -563,9 +565,10 @@ def _warmup_logs(sig_defs, feeds, options):
 # ----- manifest -----
 
 def _write_manifest(export_dir, estimator, ckpt, step, version, spec, signatures, removed,
-                    label_vocabulary, metrics, options, example_requests=None) -> str:
-  """Writes the manifest; its content fingerprint covers saved_model.pb as it is now, so
-  call this after the last change to the SavedModel."""
+                    label_vocabulary, metrics, options, example_requests=None,
+                    fingerprint=None) -> str:
+  """Writes the manifest; its content fingerprint (given, or hashed now) covers saved_model.pb
+  as it is now, so call this after the last change to the SavedModel."""
   manifest = {
       'format': 'estimator_export.manifest/1',
       'version': version,
@@ -582,7 +585,7 @@ def _write_manifest(export_dir, estimator, ckpt, step, version, spec, signatures
       'validated': options.validate,
       'tag_sets': tag_sets_lib.plan(options.tag_sets, signatures).as_dict(),
       'example_requests': dict(example_requests or {}),  # Under assets.extra/requests/.
-      'fingerprint': content_fingerprint(export_dir),
+      'fingerprint': fingerprint or content_fingerprint(export_dir),
   }
   return write_manifest(export_dir, manifest)
 
