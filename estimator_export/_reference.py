@@ -46,9 +46,9 @@ skipped), its variables restored from the checkpoint, not from the
 SavedModel's variables/: by the export's own restore op (named in the SaverDef
 the export wrote; tf.estimator built that Saver as estimator.predict would, a
 sharded Saver of every variable), or by a new Saver as above when the graph
-has Savers of its own. It needs the model_fn's predictions,
-which only `ServingModelMixin.model_fn` records (`record_predictions`); any
-other case, or any error on this path, falls back to the rebuild above.
+has Savers of its own. It needs the model_fn's predictions, which only
+`ServingModelMixin.model_fn` records (`record_predictions`); any other case,
+or any error on this path, falls back to the rebuild above.
 
 Everything else goes through `estimator.predict` itself: an Estimator whose
 predict is overridden (TPUEstimator), a model_fn whose spec has
