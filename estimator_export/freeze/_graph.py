@@ -52,6 +52,13 @@ def import_graph_def(graph_def) -> tf.Graph:
   return graph
 
 
+def copy_graph_def(graph_def):
+  """A copy of graph_def, for a pass that rewrites it in place."""
+  result = tf.compat.v1.GraphDef()
+  result.CopyFrom(graph_def)
+  return result
+
+
 def strip_unused(graph_def, keep: Sequence[str]):
   """Only the nodes `keep` depends on (tf.compat.v1.graph_util.extract_sub_graph)."""
   return tf.compat.v1.graph_util.extract_sub_graph(graph_def, sorted(set(keep)))
@@ -144,8 +151,7 @@ def import_with_batch(graph_def, batch: int) -> Optional[tf.Graph]:
   """graph_def imported with every Placeholder's unknown leading dimension set to
   `batch`, so static shape inference evaluates shape arithmetic (Shape, Prod,
   Pack...) for that batch size; None if the inputs cannot share one batch size."""
-  probe = tf.compat.v1.GraphDef()
-  probe.CopyFrom(graph_def)
+  probe = copy_graph_def(graph_def)
   for node in probe.node:
     if node.op == 'Placeholder' and node.attr['shape'].shape.dim:
       dim = node.attr['shape'].shape.dim[0]

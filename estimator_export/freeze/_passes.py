@@ -277,8 +277,7 @@ def fold_batch_norms(graph_def, keep: Sequence[str]):
   Returns:
     (new GraphDef, number of folds).
   """
-  folded = tf.compat.v1.GraphDef()
-  folded.CopyFrom(graph_def)
+  folded = graph_lib.copy_graph_def(graph_def)
   g = graph_lib.GraphIndex(folded, keep)
   count = 0
   for name in [n.name for n in folded.node if n.op in ('Conv2D', 'MatMul')]:

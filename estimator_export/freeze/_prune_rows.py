@@ -247,8 +247,7 @@ def prune_rows(graph_def, keep: Sequence[str]):
     (new GraphDef, number of ops now computed at one position).
   """
   shapes, dtypes = _static_shapes(graph_def)
-  result = tf.compat.v1.GraphDef()
-  result.CopyFrom(graph_def)
+  result = graph_lib.copy_graph_def(graph_def)
   moved = 0
   by_name = {n.name: n for n in result.node}
   for seed_name in [n.name for n in result.node]:
@@ -266,9 +265,9 @@ def prune_rows(graph_def, keep: Sequence[str]):
     seed.input[0] = source
     # The sliced tensor has one position left: index 0 of it.
     seed.input[1] = pruner.index.add_const(seed_name + '/kept_begin',
-                                      _shifted(by_name, begin, position))
+                                           _shifted(by_name, begin, position))
     seed.input[2] = pruner.index.add_const(seed_name + '/kept_end',
-                                      _shifted(by_name, end, position))
+                                           _shifted(by_name, end, position))
     moved += pruner.moved
     by_name = {n.name: n for n in result.node}
   if not moved:

@@ -37,12 +37,6 @@ _ADDS = ('Add', 'AddV2')
 _SCALE_TRANSPARENT = frozenset({'Reshape', 'Transpose', 'Identity'})
 
 
-def _copy(graph_def):
-  result = tf.compat.v1.GraphDef()
-  result.CopyFrom(graph_def)
-  return result
-
-
 # ----- fold_shapes -----
 
 # Two batch sizes no real shape arithmetic maps to the same value by accident.
@@ -82,7 +76,7 @@ def fold_shapes(graph_def, keep: Sequence[str]):
     varying = [i for i, (a, b) in enumerate(zip(dims, other)) if a != b]
     if len(varying) <= 1:
       targets[name] = [-1 if i in varying else d for i, d in enumerate(dims)]
-  result = _copy(graph_def)
+  result = graph_lib.copy_graph_def(graph_def)
   index = graph_lib.GraphIndex(result, keep)
   for name, dims in targets.items():
     node = index.by_name[name]
@@ -129,7 +123,7 @@ def fuse_dense(graph_def, keep: Sequence[str]):
   Returns:
     (new GraphDef, number of dense layers rewritten).
   """
-  result = _copy(graph_def)
+  result = graph_lib.copy_graph_def(graph_def)
   index = graph_lib.GraphIndex(result, keep)
   count = 0
   for name in [n.name for n in result.node if n.op == 'MatMul']:
@@ -204,7 +198,7 @@ def fold_scales(graph_def, keep: Sequence[str]):
   Returns:
     (new GraphDef, number of nodes rewritten).
   """
-  result = _copy(graph_def)
+  result = graph_lib.copy_graph_def(graph_def)
   index = graph_lib.GraphIndex(result, keep)
   count = 0
   for node in list(result.node):
