@@ -42,7 +42,8 @@ from tensorflow_serving.apis import get_model_status_pb2  # pylint: disable=g-im
 from tensorflow_serving.apis import model_service_pb2_grpc  # pylint: disable=g-import-not-at-top
 
 from bench import _common  # pylint: disable=g-import-not-at-top
-from bench._common import Row, grpc_channel, grpc_predict_fn, median_ratio, start_server, stop_server  # pylint: disable=g-import-not-at-top
+from bench._common import (Row, grpc_channel, grpc_predict_fn, median_ratio,  # pylint: disable=g-import-not-at-top
+                           start_server, stop_server)
 
 VOCAB, HIDDEN, HEADS, INTERMEDIATE = 30522, 384, 12, 1536
 

@@ -41,8 +41,8 @@ from estimator_export._runner import (GraphRunner, InputSpec, Shape, SignatureRu
 from estimator_export._saved_model import DEFAULT_SIGNATURE, check_saved_model_dir
 from estimator_export.errors import ContractError, ExportError, SignatureError, did_you_mean
 
-__all__ = ['InputSpec', 'Predictor', 'check_input_keys', 'checks_session_config', 'signature_input_specs',
-           'tensor_info_spec', 'to_feed_array']
+__all__ = ['InputSpec', 'Predictor', 'check_input_keys', 'checks_session_config',
+           'signature_input_specs', 'tensor_info_spec', 'to_feed_array']
 
 
 def checks_session_config(base: Optional[tf.compat.v1.ConfigProto] = None
