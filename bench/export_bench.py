@@ -88,6 +88,8 @@ STEPS: Tuple[Tuple[str, str, str], ...] = (
     ('validation: other (tag sets)', 'tag_sets', 'run_every_tag_set'),
     ('validation: load SavedModel', 'predictor', 'Predictor.from_saved_model'),
     ('validation: run every signature', 'validate', 'run_signatures'),
+    ('validation: signatures + warmup, prefetched', '_shared_runs',
+     'SharedRuns.prefetch'),
     ('warmup: replay', 'warmup', 'replay_warmup'),
     ('consistency checks (aliases, raw vs Example)', 'validate', 'check_same_outputs'),
     ('consistency checks (aliases, raw vs Example)', 'validate', 'check_consistency'),
