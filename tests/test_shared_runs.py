@@ -21,6 +21,17 @@ def _signature(inputs, outputs):
   return tf.compat.v1.saved_model.predict_signature_def(inputs, outputs)
 
 
+def _run_counter(after=()) -> tf.Tensor:
+  """`runs` (int64 []), incremented by each Session.run that fetches it (after `after`);
+  'count:0' reads it without incrementing (see _count)."""
+  counter = tf.compat.v1.get_variable('runs', [], tf.int64,
+                                      tf.compat.v1.zeros_initializer(), use_resource=True)
+  with tf.control_dependencies(after):
+    runs = tf.identity(counter.assign_add(1), name='runs_after')
+  tf.identity(counter.read_value(), name='count')
+  return runs
+
+
 def write_counting_model(export_dir: str, factors=(2.0, 2.0), tag_sets_=(('serve',),)):
   """x float32 [None, 1] -> signatures (each also fetches `runs`, int64 []):
 
@@ -36,10 +47,7 @@ def write_counting_model(export_dir: str, factors=(2.0, 2.0), tag_sets_=(('serve
     with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
       x = tf.compat.v1.placeholder(tf.float32, [None, 1], name='x')
       w = tf.compat.v1.placeholder(tf.float32, [None, 1], name='w')
-      counter = tf.compat.v1.get_variable('runs', [], tf.int64,
-                                          tf.compat.v1.zeros_initializer(), use_resource=True)
-      runs = tf.identity(counter.assign_add(1), name='runs_after')
-      tf.identity(counter.read_value(), name='count')  # Read alone: no increment.
+      runs = _run_counter()
       y = tf.multiply(x, factors[i], name='y')
       with tf.control_dependencies([tf.debugging.assert_less(x, 100.0)]):
         ok = tf.identity(x, name='ok')
@@ -170,11 +178,7 @@ def write_two_receiver_model(export_dir: str) -> str:
     a = tf.compat.v1.placeholder_with_default(empty, [None, 1], name='a')
     b = tf.compat.v1.placeholder_with_default(empty, [None, 1], name='b')
     feature = tf.concat([a, b - 1.0], axis=0, name='feature')
-    counter = tf.compat.v1.get_variable('runs', [], tf.int64,
-                                        tf.compat.v1.zeros_initializer(), use_resource=True)
-    with tf.control_dependencies([feature]):
-      runs = tf.identity(counter.assign_add(1), name='runs_after')
-    tf.identity(counter.read_value(), name='count')
+    runs = _run_counter(after=[feature])
     outputs = {'y': tf.multiply(feature, 2.0, name='y'), 'runs': runs}
     session.run(tf.compat.v1.global_variables_initializer())
     builder.add_meta_graph_and_variables(session, ['serve'], signature_def_map={
